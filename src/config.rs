@@ -1,0 +1,315 @@
+//! The course's INI files, read and written with `configparser`:
+//! `config/peers.ini` (who listens where) and `config/file.ini` (the file's chunks and who
+//! has them). Layouts follow the spec's "Files on disk" section, so files written by the
+//! course's Python scripts and by ours are interchangeable.
+//!
+//! Every error names the file, the section and the key, e.g.
+//! `config/peers.ini: [bob] port_number: not a port: 80x1`.
+
+use std::fmt;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::Path;
+
+use configparser::ini::{Ini, WriteOptions};
+
+use crate::hash::ChunkHash;
+use crate::root::display_path;
+use crate::store::write_atomic;
+
+/// The section of peers.ini that holds the tracker's address.
+pub const TRACKER_SECTION: &str = "tracker";
+
+/// What is wrong with a configuration file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// The file is not INI.
+    #[error("{path}: {msg}")]
+    Syntax {
+        /// The file.
+        path: String,
+        /// The parser's message.
+        msg: String,
+    },
+    /// A value is missing or wrong.
+    #[error("{path}: [{section}] {key}: {msg}")]
+    Value {
+        /// The file.
+        path: String,
+        /// The section.
+        section: String,
+        /// The key (or `*` for the section as a whole).
+        key: String,
+        /// What is wrong.
+        msg: String,
+    },
+}
+
+/// Reading helper that remembers which file it reads, for error messages.
+struct IniFile {
+    path: String,
+    ini: Ini,
+}
+
+impl IniFile {
+    fn load(path: &Path) -> Result<Self, ConfigError> {
+        let shown = display_path(path);
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: shown.clone(),
+            source,
+        })?;
+        Self::parse(shown, text)
+    }
+
+    fn parse(path: String, text: String) -> Result<Self, ConfigError> {
+        // Case-sensitive: section names are peer names, and Python's configparser keeps
+        // section case too.
+        let mut ini = Ini::new_cs();
+        ini.read(text)
+            .map_err(|msg| ConfigError::Syntax { path: path.clone(), msg })?;
+        Ok(IniFile { path, ini })
+    }
+
+    fn err(&self, section: &str, key: &str, msg: impl fmt::Display) -> ConfigError {
+        ConfigError::Value {
+            path: self.path.clone(),
+            section: section.to_string(),
+            key: key.to_string(),
+            msg: msg.to_string(),
+        }
+    }
+
+    fn get(&self, section: &str, key: &str) -> Result<String, ConfigError> {
+        self.ini
+            .get(section, key)
+            .map(|v| v.trim().to_string())
+            .ok_or_else(|| self.err(section, key, "missing"))
+    }
+
+    fn parse_value<T>(
+        &self,
+        section: &str,
+        key: &str,
+        what: &str,
+        parse: impl FnOnce(&str) -> Option<T>,
+    ) -> Result<T, ConfigError> {
+        let v = self.get(section, key)?;
+        parse(&v).ok_or_else(|| self.err(section, key, format!("not {what}: {v}")))
+    }
+}
+
+fn write_ini(path: &Path, ini: &Ini) -> Result<(), ConfigError> {
+    let mut opts = WriteOptions::new();
+    opts.space_around_delimiters = true;
+    opts.blank_lines_between_sections = 1;
+    let text = ini.pretty_writes(&opts);
+    write_atomic(path, |f| io::Write::write_all(f, text.as_bytes())).map_err(|source| {
+        ConfigError::Io {
+            path: display_path(path),
+            source,
+        }
+    })
+}
+
+/// `config/peers.ini`: an ordered list of named addresses; the `tracker` section is the
+/// tracker, every other section a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeersConfig {
+    entries: Vec<(String, SocketAddrV4)>,
+}
+
+impl PeersConfig {
+    /// The course defaults: tracker 127.0.0.1:8000, alice :8001, bob :8002.
+    pub fn course_defaults() -> Self {
+        let lo = Ipv4Addr::LOCALHOST;
+        PeersConfig {
+            entries: vec![
+                (TRACKER_SECTION.into(), SocketAddrV4::new(lo, 8000)),
+                ("alice".into(), SocketAddrV4::new(lo, 8001)),
+                ("bob".into(), SocketAddrV4::new(lo, 8002)),
+            ],
+        }
+    }
+
+    /// A configuration from explicit entries (name, address), in order.
+    pub fn from_entries(entries: Vec<(String, SocketAddrV4)>) -> Self {
+        PeersConfig { entries }
+    }
+
+    /// Reads a peers.ini. Every section needs `ip_address` (IPv4) and `port_number`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let f = IniFile::load(path)?;
+        let mut entries = Vec::new();
+        for section in f.ini.sections() {
+            let ip = f.parse_value(&section, "ip_address", "an IPv4 address", |v| {
+                v.parse::<Ipv4Addr>().ok()
+            })?;
+            let port = f.parse_value(&section, "port_number", "a port", |v| {
+                v.parse::<u16>().ok()
+            })?;
+            entries.push((section, SocketAddrV4::new(ip, port)));
+        }
+        Ok(PeersConfig { entries })
+    }
+
+    /// Writes the file atomically, sections in order.
+    pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
+        let mut ini = Ini::new_cs();
+        for (name, addr) in &self.entries {
+            ini.set(name, "ip_address", Some(addr.ip().to_string()));
+            ini.set(name, "port_number", Some(addr.port().to_string()));
+        }
+        write_ini(path, &ini)
+    }
+
+    /// The address of a named entry.
+    pub fn get(&self, name: &str) -> Option<SocketAddrV4> {
+        self.entries.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
+    }
+
+    /// The tracker's address, or an error naming the file.
+    pub fn tracker(&self, path: &Path) -> Result<SocketAddrV4, ConfigError> {
+        self.get(TRACKER_SECTION).ok_or_else(|| ConfigError::Value {
+            path: display_path(path),
+            section: TRACKER_SECTION.into(),
+            key: "*".into(),
+            msg: "no [tracker] section".into(),
+        })
+    }
+
+    /// Every entry, tracker included, in file order.
+    pub fn entries(&self) -> &[(String, SocketAddrV4)] {
+        &self.entries
+    }
+
+    /// The peers (every entry except the tracker), in file order.
+    pub fn peers(&self) -> impl Iterator<Item = &(String, SocketAddrV4)> {
+        self.entries.iter().filter(|(n, _)| n != TRACKER_SECTION)
+    }
+}
+
+/// One chunk of file.ini: its hash and the names of the peers that have it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestChunk {
+    /// The chunk's SHA-1.
+    pub hash: ChunkHash,
+    /// Peer names (sections of peers.ini).
+    pub peers: Vec<String>,
+}
+
+/// `config/file.ini`: the file's name and its chunks in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileManifest {
+    /// The file's name (in `files/`, and as Charlie saves it).
+    pub filename: String,
+    /// Chunks in file order.
+    pub chunks: Vec<ManifestChunk>,
+}
+
+const DESCRIPTION: &str = "description";
+const CHUNKS: &str = "chunks";
+const CHUNKS_PEERS: &str = "chunks_peers";
+
+impl FileManifest {
+    /// Reads a file.ini: `[description] filename, chunks_count`, then `[chunks]` and
+    /// `[chunks_peers]` keyed `0 .. chunks_count-1`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let f = IniFile::load(path)?;
+        let filename = f.get(DESCRIPTION, "filename")?;
+        if filename.is_empty() {
+            return Err(f.err(DESCRIPTION, "filename", "empty"));
+        }
+        let count = f.parse_value(DESCRIPTION, "chunks_count", "a chunk count", |v| {
+            v.parse::<usize>().ok()
+        })?;
+        // Bound the allocation by what the file can hold, not by what it claims.
+        let mut chunks = Vec::with_capacity(count.min(1 << 16));
+        for i in 0..count {
+            let key = i.to_string();
+            let hash = f.parse_value(CHUNKS, &key, "a SHA-1 hash", |v| {
+                ChunkHash::from_hex(v).ok()
+            })?;
+            let names = f.get(CHUNKS_PEERS, &key)?;
+            let peers: Vec<String> = names
+                .split(',')
+                .map(|n| n.trim().to_string())
+                .filter(|n| !n.is_empty())
+                .collect();
+            if peers.is_empty() {
+                return Err(f.err(CHUNKS_PEERS, &key, "no peer named"));
+            }
+            chunks.push(ManifestChunk { hash, peers });
+        }
+        Ok(FileManifest { filename, chunks })
+    }
+
+    /// Writes the file atomically in the course's layout (names joined by `", "`).
+    pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
+        let mut ini = Ini::new_cs();
+        ini.set(DESCRIPTION, "filename", Some(self.filename.clone()));
+        ini.set(DESCRIPTION, "chunks_count", Some(self.chunks.len().to_string()));
+        for (i, c) in self.chunks.iter().enumerate() {
+            ini.set(CHUNKS, &i.to_string(), Some(c.hash.to_hex()));
+        }
+        for (i, c) in self.chunks.iter().enumerate() {
+            ini.set(CHUNKS_PEERS, &i.to_string(), Some(c.peers.join(", ")));
+        }
+        write_ini(path, &ini)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_round_trip_and_errors() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("peers.ini");
+        let c = PeersConfig::course_defaults();
+        c.save(&p).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.starts_with("[tracker]\nip_address = 127.0.0.1\nport_number = 8000\n"));
+        assert_eq!(PeersConfig::load(&p).unwrap(), c);
+        assert_eq!(c.tracker(&p).unwrap().port(), 8000);
+        assert_eq!(c.peers().count(), 2);
+
+        std::fs::write(&p, "[bob]\nip_address = 127.0.0.1\nport_number = 80x1\n").unwrap();
+        let e = PeersConfig::load(&p).unwrap_err().to_string();
+        assert!(e.ends_with("peers.ini: [bob] port_number: not a port: 80x1"), "{e}");
+        std::fs::write(&p, "[bob]\nport_number = 8001\n").unwrap();
+        let e = PeersConfig::load(&p).unwrap_err().to_string();
+        assert!(e.ends_with("[bob] ip_address: missing"), "{e}");
+    }
+
+    #[test]
+    fn manifest_round_trip() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("file.ini");
+        let m = FileManifest {
+            filename: "test.bin".into(),
+            chunks: vec![
+                ManifestChunk {
+                    hash: ChunkHash::of(b"0"),
+                    peers: vec!["alice".into()],
+                },
+                ManifestChunk {
+                    hash: ChunkHash::of(b"1"),
+                    peers: vec!["alice".into(), "bob".into()],
+                },
+            ],
+        };
+        m.save(&p).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.contains("[chunks_peers]\n0 = alice\n1 = alice, bob"), "{text}");
+        assert_eq!(FileManifest::load(&p).unwrap(), m);
+    }
+}

@@ -1,0 +1,11 @@
+//! swarmlet: a small, synchronous BitTorrent-style file mover.
+//!
+//! See `docs/ARCHITECTURE.md` for the map of modules, threads and channels.
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod config;
+pub mod hash;
+pub mod root;
+pub mod store;
+pub mod wire;
