@@ -73,3 +73,63 @@ pub fn byte_progress(total: u64, what: &str) -> ProgressBar {
     pb.set_message(what.to_string());
     pb
 }
+
+/// Where a server listens and the limits it enforces (see [`crate::server::Limits`] for
+/// why each default is what it is).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArgs {
+    /// Listen on this IPv4 address instead of the one in peers.ini
+    #[arg(long, value_name = "IP")]
+    pub bind: Option<std::net::Ipv4Addr>,
+    /// Listen on this port instead of the one in peers.ini
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Most connections served at once; more are closed at once
+    #[arg(long, default_value_t = crate::server::Limits::default().max_connections)]
+    pub max_connections: usize,
+    /// Close a connection idle this long between requests (milliseconds)
+    #[arg(long, value_name = "MS", default_value_t = 60_000)]
+    pub idle_timeout_ms: u64,
+    /// Close a connection whose request takes longer than this to arrive (milliseconds)
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
+    /// Close a connection whose client stops reading for this long (milliseconds)
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    pub write_timeout_ms: u64,
+}
+
+impl ServerArgs {
+    /// The listening address: the configured one with `--bind`/`--port` applied.
+    pub fn addr(&self, configured: std::net::SocketAddrV4) -> std::net::SocketAddrV4 {
+        std::net::SocketAddrV4::new(
+            self.bind.unwrap_or(*configured.ip()),
+            self.port.unwrap_or(configured.port()),
+        )
+    }
+
+    /// The limits these arguments set.
+    pub fn limits(&self) -> crate::server::Limits {
+        use std::time::Duration;
+        crate::server::Limits {
+            max_connections: self.max_connections,
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            write_timeout: Duration::from_millis(self.write_timeout_ms),
+        }
+    }
+}
+
+/// A progress bar over `total` items (chunks), drawn only when stderr is a terminal.
+pub fn count_progress(total: u64, what: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(total);
+    pb.set_style(
+        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} chunks, eta {eta}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}

@@ -73,8 +73,10 @@ impl IniFile {
         // Case-sensitive: section names are peer names, and Python's configparser keeps
         // section case too.
         let mut ini = Ini::new_cs();
-        ini.read(text)
-            .map_err(|msg| ConfigError::Syntax { path: path.clone(), msg })?;
+        ini.read(text).map_err(|msg| ConfigError::Syntax {
+            path: path.clone(),
+            msg,
+        })?;
         Ok(IniFile { path, ini })
     }
 
@@ -152,9 +154,8 @@ impl PeersConfig {
             let ip = f.parse_value(&section, "ip_address", "an IPv4 address", |v| {
                 v.parse::<Ipv4Addr>().ok()
             })?;
-            let port = f.parse_value(&section, "port_number", "a port", |v| {
-                v.parse::<u16>().ok()
-            })?;
+            let port =
+                f.parse_value(&section, "port_number", "a port", |v| v.parse::<u16>().ok())?;
             entries.push((section, SocketAddrV4::new(ip, port)));
         }
         Ok(PeersConfig { entries })
@@ -172,7 +173,10 @@ impl PeersConfig {
 
     /// The address of a named entry.
     pub fn get(&self, name: &str) -> Option<SocketAddrV4> {
-        self.entries.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
+        self.entries
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
     }
 
     /// The tracker's address, or an error naming the file.
@@ -255,7 +259,11 @@ impl FileManifest {
     pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
         let mut ini = Ini::new_cs();
         ini.set(DESCRIPTION, "filename", Some(self.filename.clone()));
-        ini.set(DESCRIPTION, "chunks_count", Some(self.chunks.len().to_string()));
+        ini.set(
+            DESCRIPTION,
+            "chunks_count",
+            Some(self.chunks.len().to_string()),
+        );
         for (i, c) in self.chunks.iter().enumerate() {
             ini.set(CHUNKS, &i.to_string(), Some(c.hash.to_hex()));
         }
@@ -284,7 +292,10 @@ mod tests {
 
         std::fs::write(&p, "[bob]\nip_address = 127.0.0.1\nport_number = 80x1\n").unwrap();
         let e = PeersConfig::load(&p).unwrap_err().to_string();
-        assert!(e.ends_with("peers.ini: [bob] port_number: not a port: 80x1"), "{e}");
+        assert!(
+            e.ends_with("peers.ini: [bob] port_number: not a port: 80x1"),
+            "{e}"
+        );
         std::fs::write(&p, "[bob]\nport_number = 8001\n").unwrap();
         let e = PeersConfig::load(&p).unwrap_err().to_string();
         assert!(e.ends_with("[bob] ip_address: missing"), "{e}");
@@ -309,7 +320,10 @@ mod tests {
         };
         m.save(&p).unwrap();
         let text = std::fs::read_to_string(&p).unwrap();
-        assert!(text.contains("[chunks_peers]\n0 = alice\n1 = alice, bob"), "{text}");
+        assert!(
+            text.contains("[chunks_peers]\n0 = alice\n1 = alice, bob"),
+            "{text}"
+        );
         assert_eq!(FileManifest::load(&p).unwrap(), m);
     }
 }

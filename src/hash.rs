@@ -146,10 +146,7 @@ mod tests {
     fn hex_round_trip_and_errors() {
         let h = ChunkHash::of(b"swarmlet");
         assert_eq!(ChunkHash::from_hex(&h.to_hex()).unwrap(), h);
-        assert_eq!(
-            ChunkHash::from_hex(&h.to_hex().to_uppercase()).unwrap(),
-            h
-        );
+        assert_eq!(ChunkHash::from_hex(&h.to_hex().to_uppercase()).unwrap(), h);
         assert_eq!(ChunkHash::from_hex("abc"), Err(HashParseError::Length(3)));
         let bad = format!("{}g", &h.to_hex()[..39]);
         assert_eq!(ChunkHash::from_hex(&bad), Err(HashParseError::Digit('g')));

@@ -3,9 +3,13 @@
 //! See `docs/ARCHITECTURE.md` for the map of modules, threads and channels.
 #![warn(missing_docs)]
 
+pub mod chunker;
 pub mod cli;
 pub mod config;
+pub mod course;
+pub mod download;
 pub mod hash;
 pub mod root;
+pub mod server;
 pub mod store;
 pub mod wire;

@@ -60,7 +60,10 @@ impl ChunkStore {
         };
         for entry in entries {
             let entry = entry?;
-            if let Some(h) = entry.file_name().to_str().and_then(ChunkHash::from_file_name)
+            if let Some(h) = entry
+                .file_name()
+                .to_str()
+                .and_then(ChunkHash::from_file_name)
                 && entry.file_type()?.is_file()
             {
                 out.push(h);
@@ -172,11 +175,11 @@ pub fn hash_reader(mut r: impl Read) -> io::Result<ChunkHash> {
 /// No fsync: the guarantee is against crashes of the process (SIGKILL, a panic, a full
 /// disk), which is what a downloader meets; the page cache survives those. Syncing every
 /// chunk would cost more than the transfer on tmpfs-speed paths.
-pub fn write_atomic(
-    path: &Path,
-    fill: impl FnOnce(&mut File) -> io::Result<()>,
-) -> io::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut File) -> io::Result<()>) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
         .prefix(TEMP_PREFIX)
         .suffix(TEMP_SUFFIX)

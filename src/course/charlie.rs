@@ -1,0 +1,106 @@
+//! Charlie, the downloader of the course: makes a plan (step 1 from the INI files, step 2
+//! from the tracker, step 3 after discovering the tracker), runs the download engine over
+//! course connections, merges the file and prints one summary line.
+
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::chunker::merge_chunks;
+use crate::cli::RootArg;
+use crate::config::{FileManifest, PeersConfig};
+use crate::course::client::{
+    ClientLimits, CourseConnector, get_file_info, plan_from_file_info, plan_from_manifest,
+};
+use crate::download::{self, DownloadError, Options, Plan};
+use crate::root::{Root, display_path};
+use crate::store::ChunkStore;
+
+/// The name of Charlie's chunk directory.
+pub const CHARLIE: &str = "charlie";
+
+/// Arguments of the `charlie` program.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CharlieArgs {
+    /// 1: plan from the INI files; 2: ask the tracker in peers.ini; 3: find the tracker
+    /// by UDP broadcast first
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=3))]
+    pub step: u8,
+    /// The root directory.
+    #[command(flatten)]
+    pub root: RootArg,
+    /// Leave the verified chunks in chunks/charlie/ without merging them into the file
+    #[arg(long)]
+    pub no_merge: bool,
+    /// Give up on a peer or tracker that is silent this long (milliseconds)
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    pub timeout_ms: u64,
+    /// Largest chunk accepted from a peer (bytes)
+    #[arg(long, value_name = "BYTES", default_value_t = ClientLimits::default().max_chunk_len)]
+    pub max_chunk_bytes: usize,
+}
+
+impl CharlieArgs {
+    fn limits(&self) -> ClientLimits {
+        ClientLimits {
+            io_timeout: Duration::from_millis(self.timeout_ms),
+            max_chunk_len: self.max_chunk_bytes,
+            ..ClientLimits::default()
+        }
+    }
+}
+
+/// Makes the plan for the requested step.
+pub fn plan(args: &CharlieArgs, root: &Root) -> anyhow::Result<Plan> {
+    match args.step {
+        1 => {
+            let peers = PeersConfig::load(&root.peers_ini())?;
+            let manifest = FileManifest::load(&root.file_ini())?;
+            Ok(plan_from_manifest(&manifest, &peers)?)
+        }
+        2 => {
+            let peers = PeersConfig::load(&root.peers_ini())?;
+            let tracker = peers.tracker(&root.peers_ini())?;
+            log::info!("asking tracker {tracker} for FILE_INFO");
+            let info = get_file_info(tracker, &args.limits())?;
+            Ok(plan_from_file_info(info)?)
+        }
+        _ => anyhow::bail!("step 3 (tracker discovery) is not available yet"),
+    }
+}
+
+/// Runs Charlie: plan, download (resuming what is already verified), merge, summary.
+pub fn run(args: &CharlieArgs) -> anyhow::Result<()> {
+    let root = args.root.root();
+    let plan = plan(args, &root)?;
+    log::info!(
+        "downloading {}: {} chunks from {} peers",
+        plan.filename,
+        plan.chunks.len(),
+        plan.peers.len()
+    );
+    for p in &plan.peers {
+        log::info!("peer {p}");
+    }
+    let store = ChunkStore::create(root.chunks_dir(CHARLIE))
+        .with_context(|| format!("cannot create {}", display_path(&root.chunks_dir(CHARLIE))))?;
+    let connector = CourseConnector {
+        limits: args.limits(),
+    };
+    let progress = crate::cli::count_progress(plan.chunks.len() as u64, "charlie");
+    let result = download::download(&plan, &store, &connector, &Options::default(), &progress);
+    progress.finish_and_clear();
+    let report = match result {
+        Ok(r) => r,
+        Err(e @ DownloadError::Incomplete { .. }) => return Err(e.into()),
+        Err(e) => return Err(e.into()),
+    };
+    if !args.no_merge {
+        let dest = store.dir().join(&plan.filename);
+        let n = merge_chunks(&store, &plan.chunks, &dest)
+            .with_context(|| format!("cannot merge into {}", display_path(&dest)))?;
+        log::info!("merged {n} bytes into {}", display_path(&dest));
+    }
+    println!("{}", report.summary(&plan.filename));
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! The course tracker's TCP service: answers GET_FILE_INFO with the FILE_INFO built once,
+//! at start, from file.ini and peers.ini.
+
+use std::io::{self, Write};
+use std::net::SocketAddrV4;
+
+use crate::config::{FileManifest, PeersConfig};
+use crate::course::{send_error, serve_requests};
+use crate::server::{Connection, Handler};
+use crate::wire::{ChunkRecord, EncodeError, ErrorCode, FileInfo, Message};
+
+/// Why a tracker cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum TrackerError {
+    /// file.ini names a peer that peers.ini does not list.
+    #[error("file.ini: [chunks_peers] {index}: peer {name:?} is not in peers.ini")]
+    UnknownPeer {
+        /// The chunk index.
+        index: usize,
+        /// The unknown name.
+        name: String,
+    },
+    /// The file cannot be described in one FILE_INFO (too many chunks, name too long).
+    #[error("file.ini cannot be sent as FILE_INFO: {0}")]
+    Encode(#[from] EncodeError),
+}
+
+/// Builds the FILE_INFO for a manifest, resolving peer names through peers.ini.
+pub fn file_info(manifest: &FileManifest, peers: &PeersConfig) -> Result<FileInfo, TrackerError> {
+    let mut chunks = Vec::with_capacity(manifest.chunks.len());
+    for (index, c) in manifest.chunks.iter().enumerate() {
+        let addrs = c
+            .peers
+            .iter()
+            .map(|name| {
+                peers.get(name).ok_or_else(|| TrackerError::UnknownPeer {
+                    index,
+                    name: name.clone(),
+                })
+            })
+            .collect::<Result<Vec<SocketAddrV4>, _>>()?;
+        chunks.push(ChunkRecord {
+            hash: c.hash,
+            peers: addrs,
+        });
+    }
+    Ok(FileInfo {
+        filename: manifest.filename.clone(),
+        chunks,
+    })
+}
+
+/// Answers GET_FILE_INFO with bytes encoded once at start (the tracker's data never
+/// changes while it runs, so no request pays for encoding).
+pub struct TrackerService {
+    reply: Vec<u8>,
+}
+
+impl TrackerService {
+    /// A tracker serving `info`.
+    pub fn new(info: &FileInfo) -> Result<Self, TrackerError> {
+        Ok(TrackerService {
+            reply: Message::FileInfo(info.clone()).encode()?,
+        })
+    }
+}
+
+impl Handler for TrackerService {
+    fn handle(&self, conn: Connection) -> io::Result<()> {
+        serve_requests(&conn, "tracker", |msg, out| match msg {
+            Message::GetFileInfo => {
+                log::debug!("tracker: {}: sending FILE_INFO", conn.peer);
+                out.write_all(&self.reply)
+            }
+            other => {
+                log::info!(
+                    "tracker: {}: {} is not a tracker request: sending INVALID_REQUEST",
+                    conn.peer,
+                    other.msg_type()
+                );
+                send_error(out, ErrorCode::InvalidRequest)
+            }
+        })
+    }
+}
+
+/// Arguments of the tracker program.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrackerArgs {
+    /// The root directory.
+    #[command(flatten)]
+    pub root: crate::cli::RootArg,
+    /// Where to listen (TCP) and the limits.
+    #[command(flatten)]
+    pub server: crate::cli::ServerArgs,
+}
+
+/// Runs the tracker: reads both INI files, then serves FILE_INFO until killed.
+pub fn run(args: &TrackerArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let root = args.root.root();
+    let peers = PeersConfig::load(&root.peers_ini())?;
+    let manifest = FileManifest::load(&root.file_ini())?;
+    let info = file_info(&manifest, &peers)?;
+    let service = TrackerService::new(&info)?;
+    let addr = args.server.addr(peers.tracker(&root.peers_ini())?);
+    log::info!(
+        "tracker: serving {} ({} chunks, {} peers)",
+        info.filename,
+        info.chunks.len(),
+        peers.peers().count()
+    );
+    let server = crate::server::Server::bind(addr, args.server.limits(), "tracker")
+        .with_context(|| format!("tracker: cannot listen on {addr}"))?;
+    server.run(std::sync::Arc::new(service))?;
+    Ok(())
+}
