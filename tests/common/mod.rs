@@ -1,0 +1,289 @@
+//! Test harness: a whole course system (peers, tracker, charlie) as real processes in a
+//! temporary root, on free loopback ports. Every process started here is killed by its
+//! pid when its handle drops, so a failing test leaves nothing running.
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use swarmlet::config::{FileManifest, PeersConfig};
+use swarmlet::hash::ChunkHash;
+
+/// Path of one of the crate's binaries.
+pub fn bin(name: &str) -> PathBuf {
+    // CARGO_BIN_EXE_<name> is set for integration tests of a package with binaries.
+    let dir = PathBuf::from(env!("CARGO_BIN_EXE_charlie"));
+    dir.with_file_name(name)
+}
+
+/// A free TCP port on 127.0.0.1 (the listener is closed at once; the port stays free
+/// long enough for the test to hand it to a server).
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so failures can be reproduced.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A running process, killed (SIGKILL, by pid) when dropped.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    /// Waits up to `limit` for the process to exit.
+    pub fn wait_timeout(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let end = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            if Instant::now() > end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A temporary root with config/, chunks/ and files/, and the processes serving it.
+pub struct System {
+    pub dir: tempfile::TempDir,
+    pub peers: PeersConfig,
+    pub procs: Vec<Proc>,
+}
+
+impl System {
+    /// A root with a random file of `size` bytes split by `create_chunks` into chunks of
+    /// `chunk_size`, and a peers.ini on free loopback ports for tracker, alice and bob.
+    pub fn new(size: usize, chunk_size: usize) -> System {
+        Self::with_peers(size, chunk_size, &["alice", "bob"])
+    }
+
+    /// Like [`System::new`] with any peer names.
+    pub fn with_peers(size: usize, chunk_size: usize, names: &[&str]) -> System {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for d in ["config", "files", "chunks/charlie"] {
+            fs::create_dir_all(root.join(d)).unwrap();
+        }
+        let mut entries = vec![(
+            "tracker".to_string(),
+            SocketAddrV4::new(Ipv4Addr::LOCALHOST, free_port()),
+        )];
+        for n in names {
+            entries.push((
+                n.to_string(),
+                SocketAddrV4::new(Ipv4Addr::LOCALHOST, free_port()),
+            ));
+        }
+        let peers = PeersConfig::from_entries(entries);
+        peers.save(&root.join("config/peers.ini")).unwrap();
+        fs::write(root.join("files/test.bin"), random_bytes(size, size as u64)).unwrap();
+        let out = Command::new(bin("create_chunks"))
+            .arg("test.bin")
+            .arg("--root")
+            .arg(root)
+            .arg("--chunk-size")
+            .arg(chunk_size.to_string())
+            .arg("--peers")
+            .arg(names.join(","))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "create_chunks: {out:?}");
+        System {
+            dir,
+            peers,
+            procs: Vec::new(),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn manifest(&self) -> FileManifest {
+        FileManifest::load(&self.root().join("config/file.ini")).unwrap()
+    }
+
+    pub fn chunk_dir(&self, name: &str) -> PathBuf {
+        self.root().join("chunks").join(name)
+    }
+
+    pub fn addr(&self, name: &str) -> SocketAddrV4 {
+        self.peers.get(name).unwrap()
+    }
+
+    /// Starts a program (`alice`, `bob`, `tracker`, `peer --name x`) on this root, with
+    /// debug logs in `<root>/<label>.log`, and waits until it accepts connections.
+    pub fn start(&mut self, label: &str, program: &str, extra: &[&str]) -> usize {
+        let log = self.root().join(format!("{label}.log"));
+        let child = Command::new(bin(program))
+            .arg("--root")
+            .arg(self.root())
+            .args(extra)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        self.procs.push(Proc {
+            name: label.to_string(),
+            child,
+            log,
+        });
+        let addr = self.addr(label);
+        wait_listening(addr);
+        self.procs.len() - 1
+    }
+
+    /// Starts alice, bob (or every peer in peers.ini) and the tracker.
+    pub fn start_all(&mut self) {
+        let names: Vec<String> = self.peers.peers().map(|(n, _)| n.clone()).collect();
+        for n in names {
+            if n == "alice" || n == "bob" {
+                self.start(&n, &n, &[]);
+            } else {
+                self.start(&n, "peer", &["--name", &n]);
+            }
+        }
+        self.start("tracker", "tracker", &[]);
+    }
+
+    pub fn proc(&mut self, label: &str) -> &mut Proc {
+        self.procs.iter_mut().find(|p| p.name == label).unwrap()
+    }
+
+    /// Runs charlie to completion on this root.
+    pub fn charlie(&self, args: &[&str]) -> Output {
+        charlie_in(self.root(), args)
+    }
+
+    /// Starts charlie without waiting.
+    pub fn spawn_charlie(&self, args: &[&str]) -> Proc {
+        let log = self.root().join("charlie.log");
+        let child = Command::new(bin("charlie"))
+            .arg("--root")
+            .arg(self.root())
+            .args(args)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Proc {
+            name: "charlie".into(),
+            child,
+            log,
+        }
+    }
+
+    /// Whether chunks/charlie/test.bin equals files/test.bin, as check_file says.
+    pub fn check_file(&self) -> bool {
+        let out = Command::new(bin("check_file"))
+            .arg("--root")
+            .arg(self.root())
+            .output()
+            .unwrap();
+        out.status.success()
+    }
+
+    /// Hashes of the chunks `label` logged as sent (peers log each at debug level).
+    pub fn served(&mut self, label: &str) -> Vec<ChunkHash> {
+        served_in(&self.proc(label).log_text())
+    }
+}
+
+/// Runs charlie in `root` with a 2-minute safety limit.
+pub fn charlie_in(root: &Path, args: &[&str]) -> Output {
+    let mut child = Command::new(bin("charlie"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > end {
+            let _ = child.kill();
+            panic!("charlie did not finish within 2 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Chunk hashes in "sent chunk <hex>" log lines.
+pub fn served_in(log: &str) -> Vec<ChunkHash> {
+    log.lines()
+        .filter_map(|l| l.split("sent chunk ").nth(1))
+        .filter_map(|rest| rest.get(..40))
+        .filter_map(|hex| ChunkHash::from_hex(hex).ok())
+        .collect()
+}
+
+/// Waits (up to 10 s) until something accepts TCP connections at `addr`.
+pub fn wait_listening(addr: SocketAddrV4) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect_timeout(&addr.into(), Duration::from_millis(100)).is_err() {
+        assert!(Instant::now() < end, "nothing listening on {addr}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Sends raw bytes on a new connection and reads one reply of the given length.
+pub fn exchange(addr: SocketAddrV4, request: &[u8], reply_len: usize) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(request).unwrap();
+    let mut buf = vec![0u8; reply_len];
+    s.read_exact(&mut buf).unwrap();
+    buf
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
