@@ -101,7 +101,10 @@ fn corrupted_chunks_at_alice_are_detected_and_fetched_from_bob() {
     // Every chunk alice sent was refetched from bob.
     let bob: HashSet<ChunkHash> = sys.served("bob").into_iter().collect();
     for h in sys.served("alice") {
-        assert!(bob.contains(&h), "chunk {h} from alice must come again from bob");
+        assert!(
+            bob.contains(&h),
+            "chunk {h} from alice must come again from bob"
+        );
     }
 }
 
@@ -151,7 +154,10 @@ fn wait_for_chunks(sys: &System, charlie: &mut Proc, n: usize) {
         if have >= n {
             return;
         }
-        assert!(charlie.child.try_wait().unwrap().is_none(), "charlie ended early");
+        assert!(
+            charlie.child.try_wait().unwrap().is_none(),
+            "charlie ended early"
+        );
         assert!(std::time::Instant::now() < end, "charlie made no progress");
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -164,9 +170,14 @@ fn peer_killed_mid_download_charlie_finishes_from_the_other() {
     sys.start_all();
     let mut charlie = sys.spawn_charlie(&["--step", "1"]);
     wait_for_chunks(&sys, &mut charlie, 8);
-    assert!(charlie.child.try_wait().unwrap().is_none(), "must kill mid-download");
+    assert!(
+        charlie.child.try_wait().unwrap().is_none(),
+        "must kill mid-download"
+    );
     sys.proc("alice").kill();
-    let status = charlie.wait_timeout(Duration::from_secs(120)).expect("charlie hangs");
+    let status = charlie
+        .wait_timeout(Duration::from_secs(120))
+        .expect("charlie hangs");
     assert!(status.success(), "{}", charlie.log_text());
     assert!(sys.check_file());
     let total = sys.manifest().chunks.len();
@@ -189,7 +200,10 @@ fn charlie_killed_and_restarted_never_refetches_verified_chunks() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(sys.check_file());
     let summary = stdout(&out);
-    assert!(summary.contains(&format!("resumed {}", verified.len())), "{summary}");
+    assert!(
+        summary.contains(&format!("resumed {}", verified.len())),
+        "{summary}"
+    );
     // Peers' logs cover both runs: a verified chunk must have been served exactly once.
     let mut served = sys.served("alice");
     served.extend(sys.served("bob"));
@@ -233,7 +247,9 @@ fn two_charlies_at_once_both_finish() {
         let root = other.path().to_path_buf();
         move || charlie_in(&root, &["--step", "2"])
     });
-    let status = a.wait_timeout(Duration::from_secs(120)).expect("charlie hangs");
+    let status = a
+        .wait_timeout(Duration::from_secs(120))
+        .expect("charlie hangs");
     assert!(status.success(), "{}", a.log_text());
     let out = b.join().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
@@ -258,22 +274,45 @@ fn servers_answer_the_three_errors_and_keep_serving() {
     let unknown = Message::GetChunk(ChunkHash::of(b"nobody has this"))
         .encode()
         .unwrap();
-    assert_eq!(exchange(alice, &garbage, 12), error_reply(ErrorCode::InvalidMessageFormat));
-    assert_eq!(exchange(alice, &get_file_info, 12), error_reply(ErrorCode::InvalidRequest));
-    assert_eq!(exchange(alice, &unknown, 12), error_reply(ErrorCode::ChunkNotFound));
-    assert_eq!(exchange(tracker, &garbage, 12), error_reply(ErrorCode::InvalidMessageFormat));
-    assert_eq!(exchange(tracker, &unknown, 12), error_reply(ErrorCode::InvalidRequest));
+    assert_eq!(
+        exchange(alice, &garbage, 12),
+        error_reply(ErrorCode::InvalidMessageFormat)
+    );
+    assert_eq!(
+        exchange(alice, &get_file_info, 12),
+        error_reply(ErrorCode::InvalidRequest)
+    );
+    assert_eq!(
+        exchange(alice, &unknown, 12),
+        error_reply(ErrorCode::ChunkNotFound)
+    );
+    assert_eq!(
+        exchange(tracker, &garbage, 12),
+        error_reply(ErrorCode::InvalidMessageFormat)
+    );
+    assert_eq!(
+        exchange(tracker, &unknown, 12),
+        error_reply(ErrorCode::InvalidRequest)
+    );
 
     // All three on one connection, then a real request: the connection keeps serving.
     let h = sys.manifest().chunks[0].hash;
     let data = fs::read(sys.chunk_dir("alice").join(h.file_name())).unwrap();
     let chunk = Message::Chunk { hash: h, data }.encode().unwrap();
     let mut req = Vec::new();
-    for r in [&garbage[..], &get_file_info, &unknown, &Message::GetChunk(h).encode().unwrap()] {
+    for r in [
+        &garbage[..],
+        &get_file_info,
+        &unknown,
+        &Message::GetChunk(h).encode().unwrap(),
+    ] {
         req.extend_from_slice(r);
     }
     let reply = exchange(alice, &req, 36 + chunk.len());
-    assert_eq!(&reply[..12], &error_reply(ErrorCode::InvalidMessageFormat)[..]);
+    assert_eq!(
+        &reply[..12],
+        &error_reply(ErrorCode::InvalidMessageFormat)[..]
+    );
     assert_eq!(&reply[12..24], &error_reply(ErrorCode::InvalidRequest)[..]);
     assert_eq!(&reply[24..36], &error_reply(ErrorCode::ChunkNotFound)[..]);
     assert!(reply[36..] == chunk[..]);
