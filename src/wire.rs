@@ -666,7 +666,10 @@ pub fn read_chunk_reply<R: Read + ?Sized>(
             Err(e) => Err(ReadError::Message(e)),
         };
     }
-    let max_len = CHUNK_PREFIX_LEN + max_content + 3;
+    // Saturating: `usize::MAX` means "no limit" and must not overflow.
+    let max_len = CHUNK_PREFIX_LEN
+        .saturating_add(max_content)
+        .saturating_add(3);
     let body_len = header.body_len(max_len).map_err(ReadError::Frame)?;
     if body_len < ChunkHash::LEN + 4 {
         return Err(ReadError::Frame(DecodeError::Truncated {
@@ -678,6 +681,13 @@ pub fn read_chunk_reply<R: Read + ?Sized>(
     r.read_exact(&mut pre)?;
     let hash = ChunkHash::from_bytes(pre[..20].try_into().expect("20 bytes"));
     let len = BigEndian::read_u32(&pre[20..]) as usize;
+    // msg_length is in words, so it alone lets up to 3 bytes past `max_content` through.
+    if len > max_content {
+        return Err(ReadError::Frame(DecodeError::body(
+            MsgType::Chunk,
+            format!("content_length {len} is over the limit of {max_content} bytes"),
+        )));
+    }
     if ChunkHash::LEN + 4 + len + padding(len) != body_len {
         return Err(ReadError::Frame(DecodeError::body(
             MsgType::Chunk,
