@@ -4,9 +4,11 @@
 //! put it on a connection. Everything here is strict by default: a tolerance for another
 //! implementation's quirk is switched on by the caller through [`Tolerance`].
 //!
-//! Decoding never panics and never allocates more than the caller's limit: every length
-//! read from the input is checked against the bytes actually present (or against the
-//! caller's `max_len` before reading a body).
+//! Decoding never panics, and no length or count read from the input drives an allocation:
+//! each is checked against the bytes actually present (or against the caller's `max_len`
+//! before reading a body). So a buffer is never bigger than the caller's limit, with one
+//! exception: a decoded FILE_INFO's chunk table takes `size_of::<ChunkRecord>()` bytes
+//! (48 on 64-bit) per 24-byte record on the wire, i.e. up to about twice the message.
 
 use std::fmt;
 use std::io::{self, Read};
