@@ -4,9 +4,11 @@
 //! put it on a connection. Everything here is strict by default: a tolerance for another
 //! implementation's quirk is switched on by the caller through [`Tolerance`].
 //!
-//! Decoding never panics and never allocates more than the caller's limit: every length
-//! read from the input is checked against the bytes actually present (or against the
-//! caller's `max_len` before reading a body).
+//! Decoding never panics, and no length or count read from the input drives an allocation:
+//! each is checked against the bytes actually present (or against the caller's `max_len`
+//! before reading a body). So a buffer is never bigger than the caller's limit, with one
+//! exception: a decoded FILE_INFO's chunk table takes `size_of::<ChunkRecord>()` bytes
+//! (48 on 64-bit) per 24-byte record on the wire, i.e. up to about twice the message.
 
 use std::fmt;
 use std::io::{self, Read};
@@ -684,7 +686,10 @@ pub fn read_chunk_reply<R: Read + ?Sized>(
             Err(e) => Err(ReadError::Message(e)),
         };
     }
-    let max_len = CHUNK_PREFIX_LEN + max_content + 3;
+    // Saturating: `usize::MAX` means "no limit" and must not overflow.
+    let max_len = CHUNK_PREFIX_LEN
+        .saturating_add(max_content)
+        .saturating_add(3);
     let body_len = header.body_len(max_len).map_err(ReadError::Frame)?;
     if body_len < ChunkHash::LEN + 4 {
         return Err(ReadError::Frame(DecodeError::Truncated {
@@ -696,6 +701,13 @@ pub fn read_chunk_reply<R: Read + ?Sized>(
     r.read_exact(&mut pre)?;
     let hash = ChunkHash::from_bytes(pre[..20].try_into().expect("20 bytes"));
     let len = BigEndian::read_u32(&pre[20..]) as usize;
+    // msg_length is in words, so it alone lets up to 3 bytes past `max_content` through.
+    if len > max_content {
+        return Err(ReadError::Frame(DecodeError::body(
+            MsgType::Chunk,
+            format!("content_length {len} is over the limit of {max_content} bytes"),
+        )));
+    }
     if ChunkHash::LEN + 4 + len + padding(len) != body_len {
         return Err(ReadError::Frame(DecodeError::body(
             MsgType::Chunk,
