@@ -2,6 +2,7 @@
 //! from the tracker, step 3 after discovering the tracker), runs the download engine over
 //! course connections, merges the file and prints one summary line.
 
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -11,6 +12,9 @@ use crate::cli::RootArg;
 use crate::config::{FileManifest, PeersConfig};
 use crate::course::client::{
     ClientLimits, CourseConnector, get_file_info, plan_from_file_info, plan_from_manifest,
+};
+use crate::course::discovery::{
+    DEFAULT_BROADCAST, DEFAULT_TRIES, DEFAULT_WINDOW, DISCOVERY_PORT, DiscoveryConfig, discover,
 };
 use crate::download::{self, DownloadError, Options, Plan};
 use crate::root::{Root, display_path};
@@ -38,9 +42,44 @@ pub struct CharlieArgs {
     /// Largest chunk accepted from a peer (bytes)
     #[arg(long, value_name = "BYTES", default_value_t = ClientLimits::default().max_chunk_len)]
     pub max_chunk_bytes: usize,
+    /// Step 3: where DISCOVER_TRACKER is broadcast
+    #[arg(long, value_name = "ADDR", default_value_t = DEFAULT_BROADCAST)]
+    pub broadcast: Ipv4Addr,
+    /// Step 3: the UDP port trackers answer on
+    #[arg(long, value_name = "PORT", default_value_t = DISCOVERY_PORT)]
+    pub discover_port: u16,
+    /// Step 3: how long each try collects answers (milliseconds)
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = DEFAULT_WINDOW.as_millis() as u64,
+        value_parser = clap::value_parser!(u64).range(1..=60_000)
+    )]
+    pub discover_ms: u64,
+    /// Step 3: how many times DISCOVER_TRACKER is sent before giving up
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = DEFAULT_TRIES,
+        value_parser = clap::value_parser!(u32).range(1..=100)
+    )]
+    pub discover_tries: u32,
+    /// Step 3: use the tracker announcing this name (default: the first to answer)
+    #[arg(long, value_name = "NAME")]
+    pub tracker_name: Option<String>,
 }
 
 impl CharlieArgs {
+    /// Step 3's discovery settings.
+    pub fn discovery(&self) -> DiscoveryConfig {
+        DiscoveryConfig {
+            target: SocketAddrV4::new(self.broadcast, self.discover_port),
+            window: Duration::from_millis(self.discover_ms),
+            tries: self.discover_tries,
+            name: self.tracker_name.clone(),
+        }
+    }
+
     fn limits(&self) -> ClientLimits {
         ClientLimits {
             io_timeout: Duration::from_millis(self.timeout_ms),
@@ -65,7 +104,22 @@ pub fn plan(args: &CharlieArgs, root: &Root) -> anyhow::Result<Plan> {
             let info = get_file_info(tracker, &args.limits())?;
             Ok(plan_from_file_info(info)?)
         }
-        _ => anyhow::bail!("step 3 (tracker discovery) is not available yet"),
+        _ => {
+            // Step 3 reads no file at all: the tracker is found by broadcast.
+            let found = discover(&args.discovery())?;
+            log::info!(
+                "using tracker {} (heard {} in {} tr{} of {} ms; picked after {:.1} ms)",
+                found.chosen,
+                found.heard.len(),
+                found.tries,
+                if found.tries == 1 { "y" } else { "ies" },
+                args.discover_ms,
+                found.elapsed.as_secs_f64() * 1000.0
+            );
+            log::info!("asking tracker {} for FILE_INFO", found.chosen.addr);
+            let info = get_file_info(found.chosen.addr, &args.limits())?;
+            Ok(plan_from_file_info(info)?)
+        }
     }
 }
 

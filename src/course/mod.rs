@@ -4,8 +4,10 @@
 
 pub mod charlie;
 pub mod client;
+pub mod discovery;
 pub mod peer;
 pub mod tracker;
+pub mod tracker_udp;
 
 use std::io::{self, BufRead, BufReader, Write};
 

@@ -1,10 +1,12 @@
 //! The course tracker's TCP service: answers GET_FILE_INFO with the FILE_INFO built once,
-//! at start, from file.ini and peers.ini.
+//! at start, from file.ini and peers.ini. The tracker program also runs the UDP
+//! discovery responder of [`crate::course::tracker_udp`] on its own thread.
 
 use std::io::{self, Write};
 use std::net::SocketAddrV4;
 
 use crate::config::{FileManifest, PeersConfig};
+use crate::course::tracker_udp::{DEFAULT_TRACKER_NAME, DISCOVERY_PORT, UdpResponder};
 use crate::course::{send_error, serve_requests};
 use crate::server::{Connection, Handler};
 use crate::wire::{ChunkRecord, EncodeError, ErrorCode, FileInfo, Message};
@@ -93,6 +95,16 @@ pub struct TrackerArgs {
     /// Where to listen (TCP) and the limits.
     #[command(flatten)]
     pub server: crate::cli::ServerArgs,
+    /// The name announced in TRACKER_INFO (another group's Charlie only accepts
+    /// "tracker")
+    #[arg(long, default_value = DEFAULT_TRACKER_NAME)]
+    pub name: String,
+    /// UDP port on which DISCOVER_TRACKER is answered (on every address of the host)
+    #[arg(long, value_name = "PORT", default_value_t = DISCOVERY_PORT)]
+    pub udp_port: u16,
+    /// Do not answer DISCOVER_TRACKER at all (TCP only: steps 1 and 2)
+    #[arg(long)]
+    pub no_udp: bool,
 }
 
 /// Runs the tracker: reads both INI files, then serves FILE_INFO until killed.
@@ -112,6 +124,24 @@ pub fn run(args: &TrackerArgs) -> anyhow::Result<()> {
     );
     let server = crate::server::Server::bind(addr, args.server.limits(), "tracker")
         .with_context(|| format!("tracker: cannot listen on {addr}"))?;
+    if args.no_udp {
+        log::info!("tracker: not answering DISCOVER_TRACKER (--no-udp)");
+    } else {
+        // Announce the port really bound (it differs from `addr` after --port 0); the IP
+        // stays as configured, and 0.0.0.0 is resolved per asker by the responder.
+        let port = match server.local_addr()? {
+            std::net::SocketAddr::V4(a) => a.port(),
+            std::net::SocketAddr::V6(a) => a.port(),
+        };
+        let tcp = SocketAddrV4::new(*addr.ip(), port);
+        // Always 0.0.0.0: a socket bound to one address never sees broadcasts.
+        let udp = SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, args.udp_port);
+        let responder = UdpResponder::bind(udp, tcp, &args.name)?;
+        std::thread::Builder::new()
+            .name("tracker-udp".into())
+            .spawn(move || responder.run())
+            .context("tracker: cannot start the UDP thread")?;
+    }
     server.run(std::sync::Arc::new(service))?;
     Ok(())
 }

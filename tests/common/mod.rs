@@ -154,6 +154,19 @@ impl System {
     /// Starts a program (`alice`, `bob`, `tracker`, `peer --name x`) on this root, with
     /// debug logs in `<root>/<label>.log`, and waits until it accepts connections.
     pub fn start(&mut self, label: &str, program: &str, extra: &[&str]) -> usize {
+        let addr = self.addr(label);
+        self.start_at(label, program, extra, addr)
+    }
+
+    /// Like [`System::start`], waiting for connections at `addr` (for a program whose
+    /// label is not a section of peers.ini, such as a second tracker).
+    pub fn start_at(
+        &mut self,
+        label: &str,
+        program: &str,
+        extra: &[&str],
+        addr: SocketAddrV4,
+    ) -> usize {
         let log = self.root().join(format!("{label}.log"));
         let child = Command::new(bin(program))
             .arg("--root")
@@ -169,13 +182,25 @@ impl System {
             child,
             log,
         });
-        let addr = self.addr(label);
         wait_listening(addr);
         self.procs.len() - 1
     }
 
-    /// Starts alice, bob (or every peer in peers.ini) and the tracker.
+    /// Starts alice, bob (or every peer in peers.ini) and the tracker. The tracker
+    /// answers DISCOVER_TRACKER (UDP 0.0.0.0:9000) only inside a private network
+    /// namespace (see [`in_private_netns`]): in the host's, it would listen on the real
+    /// interfaces too, so it runs with `--no-udp` there.
     pub fn start_all(&mut self) {
+        self.start_peers();
+        if is_private_netns() {
+            self.start("tracker", "tracker", &[]);
+        } else {
+            self.start("tracker", "tracker", &["--no-udp"]);
+        }
+    }
+
+    /// Starts alice, bob (or every peer in peers.ini), not the tracker.
+    pub fn start_peers(&mut self) {
         let names: Vec<String> = self.peers.peers().map(|(n, _)| n.clone()).collect();
         for n in names {
             if n == "alice" || n == "bob" {
@@ -184,7 +209,6 @@ impl System {
                 self.start(&n, "peer", &["--name", &n]);
             }
         }
-        self.start("tracker", "tracker", &[]);
     }
 
     pub fn proc(&mut self, label: &str) -> &mut Proc {
@@ -286,4 +310,61 @@ pub fn stderr(o: &Output) -> String {
 
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Fails the test with a clear message unless it runs as root (network namespaces need
+/// it; CI runs as root). A test that needs root must not pass without it.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "this test creates network namespaces and needs root (CI runs as root); euid is {euid}"
+    );
+}
+
+/// Whether the calling thread is in another network namespace than the process's main
+/// thread (which the test harness never moves): true only inside [`in_private_netns`].
+pub fn is_private_netns() -> bool {
+    let here = fs::read_link("/proc/thread-self/ns/net").expect("read /proc/thread-self/ns/net");
+    let main = fs::read_link("/proc/self/ns/net").expect("read /proc/self/ns/net");
+    here != main
+}
+
+/// Runs `f` on a new thread in a fresh, private network namespace (what `unshare -n`
+/// makes) with lo up and a default route via lo, so that 255.255.255.255 is delivered
+/// on lo and nowhere else. Programs `f` starts inherit the namespace; it disappears
+/// when `f` is done and they are killed. Panics in `f` propagate.
+///
+/// This is how step-3 tests may broadcast: never from the host's namespace.
+pub fn in_private_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    require_root();
+    let thread = std::thread::spawn(move || {
+        // Network namespaces are per thread: only this thread (and what it spawns)
+        // moves; the rest of the test process stays in the host's namespace.
+        // SAFETY: unshare takes flags only; CLONE_NEWNET is allowed in a threaded process.
+        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(
+            rc,
+            0,
+            "unshare(CLONE_NEWNET) failed: {} (needs root)",
+            std::io::Error::last_os_error()
+        );
+        assert!(is_private_netns(), "unshare did not give a new namespace");
+        for args in [
+            &["link", "set", "lo", "up"][..],
+            &["route", "add", "default", "dev", "lo"][..],
+        ] {
+            let out = Command::new("ip")
+                .args(args)
+                .output()
+                .expect("run ip (iproute2)");
+            assert!(out.status.success(), "ip {args:?}: {out:?}");
+        }
+        f()
+    });
+    match thread.join() {
+        Ok(v) => v,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
 }
