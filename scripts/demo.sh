@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # The main job: the whole course system on this machine. Builds the binaries, makes a
 # random file, splits it into chunks, starts alice, bob and the tracker in a temporary
-# root on free loopback ports, runs charlie steps 1 and 2 (and step 3 when it can make a
-# private network namespace), checks the file each time, and stops what it started, also
-# on failure or Ctrl-C.
+# root on free loopback ports, runs charlie steps 1, 2 and 3, checks the file each time,
+# and stops what it started, also on failure or Ctrl-C.
+#
+# Step 3 broadcasts DISCOVER_TRACKER to 255.255.255.255:9000, which must never leave
+# this machine: as root, the demo re-executes itself inside a private network namespace
+# (`unshare -n`, lo up, default route via lo) where the broadcast reaches only lo.
+# Without root it runs steps 1 and 2 on the host's loopback and says step 3 is skipped.
 #
 # Usage: scripts/demo.sh [--size BYTES] [--chunk-size BYTES] [--keep]
 set -euo pipefail
 
+args=("$@")  # kept whole for the re-run inside a namespace
 size=$((20 * 1024 * 1024 + 12345))
 chunk=524288
 keep=0
@@ -16,16 +21,34 @@ while [ $# -gt 0 ]; do
     --size) size=$2; shift 2 ;;
     --chunk-size) chunk=$2; shift 2 ;;
     --keep) keep=1; shift ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "demo.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
-echo "== building (release)"
-cargo build --release --quiet
 bin="$here/target/release"
+if [ "${SWARMLET_DEMO_NETNS:-}" != 1 ]; then
+  echo "== building (release)"
+  cargo build --release --quiet
+  if [ "$(id -u)" = 0 ] && command -v unshare >/dev/null && command -v ip >/dev/null; then
+    echo "== re-running inside a private network namespace (unshare -n) for step 3"
+    export SWARMLET_DEMO_NETNS=1
+    exec unshare -n bash -c 'ip link set lo up && ip route add default dev lo && exec bash "$0" "$@"' \
+      "$0" "${args[@]}"
+  fi
+fi
+if [ "${SWARMLET_DEMO_NETNS:-}" = 1 ]; then
+  steps="1 2 3"
+  tracker_udp=()
+else
+  steps="1 2"
+  # Not in a private namespace: the tracker must not listen on the real interfaces.
+  tracker_udp=(--no-udp)
+  echo "== step 3 will be skipped: it broadcasts, which is only done inside a private" \
+    "network namespace, and making one needs root (and unshare, ip)"
+fi
 
 root=$(mktemp -d /tmp/swarmlet-demo.XXXXXX)
 pids=()
@@ -77,13 +100,13 @@ head -c "$size" /dev/urandom > "$root/files/demo.bin"
 echo "== starting alice :$a, bob :$b, tracker :$t (logs in $root/*.log)"
 "$bin/alice" --root "$root" 2>"$root/alice.log" & pids+=($!)
 "$bin/bob" --root "$root" 2>"$root/bob.log" & pids+=($!)
-"$bin/tracker" --root "$root" 2>"$root/tracker.log" & pids+=($!)
+"$bin/tracker" --root "$root" "${tracker_udp[@]}" 2>"$root/tracker.log" & pids+=($!)
 wait_port "$a"; wait_port "$b"; wait_port "$t"
 
-for step in 1 2; do
+for step in $steps; do
   echo "== charlie --step $step"
   rm -rf "$root/chunks/charlie"
   "$bin/charlie" --step "$step" --root "$root"
   "$bin/check_file" --root "$root"
 done
-echo "== demo complete: steps 1 and 2 downloaded identical files"
+echo "== demo complete: steps ${steps// /, } downloaded identical files"

@@ -16,9 +16,12 @@
 #   --loss PCT         drop PCT% (integer 0-100) of the frames crossing the LAN, both
 #                      ways, with an nftables rule on the bridge (numgen random)
 #   --rate MBIT        limit each peer's uplink to MBIT Mbit/s (tc tbf)
-#   --delay MS         NOT AVAILABLE on this kernel: netem (and fq, for timestamp pacing)
-#                      are not built in, so no qdisc can delay packets; the option
-#                      fails with an explanation rather than pretend
+#   --delay MS         hold every IPv4 packet crossing the LAN for MS ms (a round trip
+#                      takes 2 x MS). This kernel has no netem qdisc (nor nft's queue
+#                      expression), so an iptables NFQUEUE rule in the switch namespace
+#                      (bridged packets pass its FORWARD chain) hands packets to
+#                      scripts/lab_delay.py, which releases each one MS ms later, in
+#                      order (needs iptables and python3)
 #   --cut NAME         cut peer NAME off the LAN (its bridge port goes down, like a pulled
 #                      cable) during the last step, once charlie holds --cut-after
 #                      chunks; every chunk is then put on every peer so the others can
@@ -74,12 +77,16 @@ is_uint "$loss" && [ "$loss" -le 100 ] || die "--loss must be an integer percent
 if [ -n "$rate" ]; then is_uint "$rate" && [ "$rate" -ge 1 ] || die "--rate must be a whole number of Mbit/s"; fi
 [ -z "$cut_after" ] || is_uint "$cut_after" || die "--cut-after must be a number of chunks"
 if [ -n "$delay" ]; then
-  die "--delay is not available: this kernel has no netem qdisc (nor fq, for timestamp pacing), so packets cannot be delayed; --loss and --rate work"
+  is_uint "$delay" && [ "$delay" -ge 1 ] && [ "$delay" -le 10000 ] || die "--delay must be 1..10000 ms"
 fi
 [[ $steps =~ ^[123](,[123])*$ ]] || die "--steps must be a comma-separated list of 1, 2, 3"
 [ "$(id -u)" = 0 ] || die "needs root: it creates network namespaces, veth pairs and a bridge (try sudo)"
 for tool in ip tc; do command -v "$tool" >/dev/null || die "needs '$tool' (apt-get install iproute2)"; done
 if [ "$loss" -gt 0 ]; then command -v nft >/dev/null || die "--loss needs 'nft' (apt-get install nftables)"; fi
+if [ -n "$delay" ]; then
+  command -v python3 >/dev/null || die "--delay needs python3"
+  command -v iptables >/dev/null || die "--delay needs 'iptables' (apt-get install iptables)"
+fi
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 if [ -z "$bindir" ]; then
@@ -165,6 +172,19 @@ table bridge swarmlet_lab {
 }
 NFT
   echo "   LAN drops $loss% of frames (nftables on the bridge)"
+fi
+if [ -n "$delay" ]; then
+  # Bridged IPv4 packets go through the switch namespace's iptables FORWARD chain only
+  # if br_netfilter says so there (the kernel's default); the lab reads it, never sets it.
+  [ "$(ip netns exec "$sw" sysctl -n net.bridge.bridge-nf-call-iptables 2>/dev/null)" = 1 ] \
+    || die "--delay needs net.bridge.bridge-nf-call-iptables = 1 in the lab's namespaces"
+  # The delayer binds queue 0 before the rule exists: a queued packet with no listener
+  # would be dropped.
+  spawn_in sw "$lab/delay.log" python3 "$here/scripts/lab_delay.py" "$delay" 0
+  for _ in $(seq 1 100); do grep -q holding "$lab/delay.log" 2>/dev/null && break; sleep 0.05; done
+  grep -q holding "$lab/delay.log" || die "lab_delay.py did not start: $(cat "$lab/delay.log")"
+  ip netns exec "$sw" iptables -A FORWARD -j NFQUEUE --queue-num 0
+  echo "   LAN holds every IPv4 packet $delay ms (iptables NFQUEUE + lab_delay.py)"
 fi
 if [ -n "$rate" ]; then
   for r in "${peer_names[@]}"; do

@@ -137,6 +137,28 @@ fn lab_with_5_percent_loss_still_completes() {
 }
 
 #[test]
+fn lab_with_delay_slows_every_round_trip() {
+    let (out, text) = lab(&["--delay", "25", "--steps", "3", "--size", "1048576"]);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("== step 3: file identical"), "{text}");
+    // The discovery round trip crosses the bridge twice: at least 2 x 25 ms.
+    let line = text
+        .lines()
+        .find(|l| l.contains("heard tracker") && l.contains(" after "))
+        .expect("no discovery line");
+    let ms: f64 = line
+        .rsplit(" after ")
+        .next()
+        .and_then(|r| r.split(" ms").next())
+        .and_then(|n| n.parse().ok())
+        .expect("no discovery time");
+    assert!(
+        ms >= 50.0,
+        "discovery took {ms} ms across a 25 ms LAN: {line}"
+    );
+}
+
+#[test]
 fn lab_alice_cut_off_mid_download_charlie_finishes_from_bob() {
     let (out, text) = lab(&[
         "--steps", "3", "--cut", "alice", "--size", "33554432", "--rate", "100",
