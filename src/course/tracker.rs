@@ -122,11 +122,19 @@ pub fn run(args: &TrackerArgs) -> anyhow::Result<()> {
         info.chunks.len(),
         peers.peers().count()
     );
+    // The UDP socket is bound before the TCP listener: once the tracker accepts
+    // connections, it also hears DISCOVER_TRACKER. Always on 0.0.0.0: a socket bound to
+    // one address never sees broadcasts.
+    let udp = if args.no_udp {
+        log::info!("tracker: not answering DISCOVER_TRACKER (--no-udp)");
+        None
+    } else {
+        let at = SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, args.udp_port);
+        Some(UdpResponder::bind_socket(at)?)
+    };
     let server = crate::server::Server::bind(addr, args.server.limits(), "tracker")
         .with_context(|| format!("tracker: cannot listen on {addr}"))?;
-    if args.no_udp {
-        log::info!("tracker: not answering DISCOVER_TRACKER (--no-udp)");
-    } else {
+    if let Some(socket) = udp {
         // Announce the port really bound (it differs from `addr` after --port 0); the IP
         // stays as configured, and 0.0.0.0 is resolved per asker by the responder.
         let port = match server.local_addr()? {
@@ -134,9 +142,7 @@ pub fn run(args: &TrackerArgs) -> anyhow::Result<()> {
             std::net::SocketAddr::V6(a) => a.port(),
         };
         let tcp = SocketAddrV4::new(*addr.ip(), port);
-        // Always 0.0.0.0: a socket bound to one address never sees broadcasts.
-        let udp = SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, args.udp_port);
-        let responder = UdpResponder::bind(udp, tcp, &args.name)?;
+        let responder = UdpResponder::new(socket, tcp, &args.name)?;
         std::thread::Builder::new()
             .name("tracker-udp".into())
             .spawn(move || responder.run())

@@ -42,7 +42,7 @@ const INFO_IP_OFFSET: usize = crate::wire::HEADER_LEN;
 #[derive(Debug, thiserror::Error)]
 pub enum UdpServiceError {
     /// The socket could not be created, configured or bound.
-    #[error("cannot listen for DISCOVER_TRACKER on UDP {addr}: {source}")]
+    #[error("cannot listen for DISCOVER_TRACKER on UDP {addr}: {source} (--no-udp runs without)")]
     Bind {
         /// The address asked for.
         addr: SocketAddrV4,
@@ -127,18 +127,25 @@ pub struct UdpResponder {
 
 impl UdpResponder {
     /// Binds `udp` (normally 0.0.0.0:9000: a socket bound to one address never sees
-    /// broadcasts) and prepares the replies for a tracker listening at `tcp` as `name`.
-    pub fn bind(udp: SocketAddrV4, tcp: SocketAddrV4, name: &str) -> Result<Self, UdpServiceError> {
-        let info = Message::TrackerInfo(TrackerInfo {
-            addr: tcp,
-            name: name.to_string(),
-        })
-        .encode()?;
+    /// broadcasts) with SO_REUSEADDR. Done before the TCP listener exists, so that
+    /// anyone who can connect to the tracker can also discover it.
+    pub fn bind_socket(udp: SocketAddrV4) -> Result<UdpSocket, UdpServiceError> {
         let bind_err = |source| UdpServiceError::Bind { addr: udp, source };
         let socket = bind_reuse(udp).map_err(bind_err)?;
         socket
             .set_write_timeout(Some(SEND_TIMEOUT))
             .map_err(bind_err)?;
+        Ok(socket)
+    }
+
+    /// A responder on `socket` (from [`UdpResponder::bind_socket`]) for a tracker
+    /// listening at `tcp` as `name`; the replies are encoded here, once.
+    pub fn new(socket: UdpSocket, tcp: SocketAddrV4, name: &str) -> Result<Self, UdpServiceError> {
+        let info = Message::TrackerInfo(TrackerInfo {
+            addr: tcp,
+            name: name.to_string(),
+        })
+        .encode()?;
         let enc = |c| Message::Error(c).encode().expect("ERROR always encodes");
         Ok(UdpResponder {
             socket,

@@ -167,12 +167,25 @@ impl System {
         extra: &[&str],
         addr: SocketAddrV4,
     ) -> usize {
+        self.start_logged(label, program, extra, addr, "debug")
+    }
+
+    /// Like [`System::start_at`] with the given `RUST_LOG` (a flood test keeps the
+    /// tracker at `info`, or it would write a debug line per hostile datagram).
+    pub fn start_logged(
+        &mut self,
+        label: &str,
+        program: &str,
+        extra: &[&str],
+        addr: SocketAddrV4,
+        rust_log: &str,
+    ) -> usize {
         let log = self.root().join(format!("{label}.log"));
         let child = Command::new(bin(program))
             .arg("--root")
             .arg(self.root())
             .args(extra)
-            .env("RUST_LOG", "debug")
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).unwrap())
             .spawn()
