@@ -8,7 +8,8 @@ use std::thread;
 use std::time::Duration;
 
 use crate::config::{FileManifest, PeersConfig};
-use crate::download::plan::{PeerTable, check_filename};
+use crate::download::plan::PeerTable;
+use crate::root::check_file_name;
 use crate::download::{ChunkSource, Connector, FetchError, PeerInfo, Plan, PlanError};
 use crate::hash::ChunkHash;
 use crate::wire::{self, ChunkReply, ErrorCode, FileInfo, Message, ReadError, Tolerance};
@@ -126,7 +127,7 @@ pub fn get_file_info(
 
 /// A plan from a FILE_INFO (steps 2 and 3): peers are known only by address.
 pub fn plan_from_file_info(info: FileInfo) -> Result<Plan, PlanError> {
-    check_filename(&info.filename)?;
+    check_file_name(&info.filename).map_err(PlanError::from)?;
     if info.chunks.is_empty() {
         return Err(PlanError::NoChunks);
     }
@@ -178,7 +179,7 @@ pub fn plan_from_manifest(
     manifest: &FileManifest,
     peers: &PeersConfig,
 ) -> Result<Plan, ManifestPlanError> {
-    check_filename(&manifest.filename)?;
+    check_file_name(&manifest.filename).map_err(PlanError::from)?;
     if manifest.chunks.is_empty() {
         return Err(PlanError::NoChunks.into());
     }

@@ -180,14 +180,8 @@ pub enum DownloadError {
 }
 
 fn chunk_list(idx: &[usize]) -> String {
-    let shown: Vec<String> = idx.iter().take(20).map(|i| i.to_string()).collect();
-    let more = if idx.len() > 20 {
-        format!(" and {} more", idx.len() - 20)
-    } else {
-        String::new()
-    };
     let noun = if idx.len() == 1 { "chunk" } else { "chunks" };
-    format!("{noun} {}{more}", shown.join(", "))
+    format!("{noun} {}", crate::chunker::IndexList(idx))
 }
 
 /// One unique chunk content: several file positions may share a hash (zero-filled

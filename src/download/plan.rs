@@ -6,6 +6,7 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use crate::hash::ChunkHash;
+use crate::root::FileNameError;
 
 /// Index of a peer in [`Plan::peers`].
 pub type PeerId = usize;
@@ -32,7 +33,7 @@ impl fmt::Display for PeerInfo {
 /// A whole download: file name, chunks in file order, and their sources.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
-    /// The file name, already checked safe (see [`check_filename`]).
+    /// The file name, already checked safe (see [`crate::root::check_file_name`]).
     pub filename: String,
     /// Chunk hashes in file order.
     pub chunks: Vec<ChunkHash>,
@@ -45,36 +46,12 @@ pub struct Plan {
 /// Why a plan cannot be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
-    /// The file name could escape the download directory or is empty.
-    #[error("refusing file name {0:?}: {1}")]
-    UnsafeFilename(String, &'static str),
+    /// The file name could escape the download directory, or is empty.
+    #[error("refusing the file name: {0}")]
+    UnsafeFilename(#[from] FileNameError),
     /// No chunks at all.
     #[error("the file has no chunks")]
     NoChunks,
-}
-
-/// Accepts only a plain file name: the name comes from the network and becomes a path
-/// under `chunks/charlie/`, so anything that could leave that directory is refused.
-pub fn check_filename(name: &str) -> Result<(), PlanError> {
-    let why = if name.is_empty() {
-        Some("empty")
-    } else if name.contains('/') || name.contains('\\') {
-        Some("contains a path separator")
-    } else if name.contains("..") {
-        Some("contains '..'")
-    } else if name.contains('\0') {
-        Some("contains a NUL byte")
-    } else if name == "." {
-        Some("is '.'")
-    } else if name.chars().any(char::is_control) {
-        Some("contains a control character")
-    } else {
-        None
-    };
-    match why {
-        Some(w) => Err(PlanError::UnsafeFilename(name.to_string(), w)),
-        None => Ok(()),
-    }
 }
 
 /// Collects peers by address, giving each a stable [`PeerId`].
@@ -98,20 +75,5 @@ impl PeerTable {
     /// The peers collected.
     pub fn into_peers(self) -> Vec<PeerInfo> {
         self.peers
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn filenames() {
-        for bad in ["", "a/b", "..", "../x", "a\\b", "x\0", ".", "a..b", "a\nb"] {
-            assert!(check_filename(bad).is_err(), "{bad:?}");
-        }
-        for good in ["test.bin", "a b.txt", ".hidden", "été.mp4"] {
-            assert!(check_filename(good).is_ok(), "{good:?}");
-        }
     }
 }
