@@ -99,7 +99,9 @@ mod tests {
 
     #[test]
     fn file_names() {
-        for bad in ["", "a/b", "..", "../x", "a\\b", "x\0", ".", "a..b", "a\nb", " x", "x "] {
+        for bad in [
+            "", "a/b", "..", "../x", "a\\b", "x\0", ".", "a..b", "a\nb", " x", "x ",
+        ] {
             assert!(check_file_name(bad).is_err(), "{bad:?}");
         }
         for good in ["test.bin", "a b.txt", ".hidden", "été.mp4"] {

@@ -330,3 +330,39 @@ fn servers_answer_the_three_errors_and_keep_serving() {
         other => panic!("expected FILE_INFO, got {other:?}"),
     }
 }
+
+#[test]
+fn three_peers_including_a_generic_peer_by_name() {
+    let mut sys = System::with_peers(6 * MIB, 512 * KIB, &["alice", "bob", "carol"]);
+    sys.start_all();
+    for step in ["1", "2"] {
+        let _ = fs::remove_dir_all(sys.chunk_dir("charlie"));
+        let out = sys.charlie(&["--step", step]);
+        assert!(out.status.success(), "step {step}: {}", stderr(&out));
+        assert!(sys.check_file());
+    }
+    assert!(
+        !sys.served("carol").is_empty(),
+        "carol (peer --name carol) served nothing"
+    );
+}
+
+#[test]
+fn tracker_refuses_to_start_when_file_ini_names_an_unknown_peer() {
+    let sys = System::new(MIB, 512 * KIB);
+    let mut m = sys.manifest();
+    m.chunks[0].peers = vec!["mallory".into()];
+    m.save(&sys.root().join("config/file.ini")).unwrap();
+    let out = std::process::Command::new(bin("tracker"))
+        .arg("--root")
+        .arg(sys.root())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("\"mallory\" is not in peers.ini"), "{err}");
+    // Charlie's step 1 says the same about the same file.
+    let out = sys.charlie(&["--step", "1"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("\"mallory\" is not in peers.ini"));
+}

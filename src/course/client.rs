@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use crate::config::{FileManifest, PeersConfig};
 use crate::download::plan::PeerTable;
-use crate::root::check_file_name;
 use crate::download::{ChunkSource, Connector, FetchError, PeerInfo, Plan, PlanError};
 use crate::hash::ChunkHash;
+use crate::root::check_file_name;
 use crate::wire::{self, ChunkReply, ErrorCode, FileInfo, Message, ReadError, Tolerance};
 
 /// Timeouts and limits of Charlie's connections. Each default is a design decision.
