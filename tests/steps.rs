@@ -274,26 +274,20 @@ fn servers_answer_the_three_errors_and_keep_serving() {
     let unknown = Message::GetChunk(ChunkHash::of(b"nobody has this"))
         .encode()
         .unwrap();
-    assert_eq!(
-        exchange(alice, &garbage, 12),
-        error_reply(ErrorCode::InvalidMessageFormat)
-    );
-    assert_eq!(
-        exchange(alice, &get_file_info, 12),
-        error_reply(ErrorCode::InvalidRequest)
-    );
-    assert_eq!(
-        exchange(alice, &unknown, 12),
-        error_reply(ErrorCode::ChunkNotFound)
-    );
-    assert_eq!(
-        exchange(tracker, &garbage, 12),
-        error_reply(ErrorCode::InvalidMessageFormat)
-    );
-    assert_eq!(
-        exchange(tracker, &unknown, 12),
-        error_reply(ErrorCode::InvalidRequest)
-    );
+    let cases = [
+        (alice, &garbage[..], ErrorCode::InvalidMessageFormat),
+        (alice, &get_file_info, ErrorCode::InvalidRequest),
+        (alice, &unknown, ErrorCode::ChunkNotFound),
+        (tracker, &garbage, ErrorCode::InvalidMessageFormat),
+        (tracker, &unknown, ErrorCode::InvalidRequest),
+    ];
+    for (server, request, code) in cases {
+        assert_eq!(
+            exchange(server, request, 12),
+            error_reply(code),
+            "{request:02x?}"
+        );
+    }
 
     // All three on one connection, then a real request: the connection keeps serving.
     let h = sys.manifest().chunks[0].hash;

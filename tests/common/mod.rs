@@ -154,21 +154,8 @@ impl System {
     /// Starts a program (`alice`, `bob`, `tracker`, `peer --name x`) on this root, with
     /// debug logs in `<root>/<label>.log`, and waits until it accepts connections.
     pub fn start(&mut self, label: &str, program: &str, extra: &[&str]) -> usize {
-        let log = self.root().join(format!("{label}.log"));
-        let child = Command::new(bin(program))
-            .arg("--root")
-            .arg(self.root())
-            .args(extra)
-            .env("RUST_LOG", "debug")
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        self.procs.push(Proc {
-            name: label.to_string(),
-            child,
-            log,
-        });
+        let proc = self.spawn_logged(label, program, extra);
+        self.procs.push(proc);
         let addr = self.addr(label);
         wait_listening(addr);
         self.procs.len() - 1
@@ -198,8 +185,13 @@ impl System {
 
     /// Starts charlie without waiting.
     pub fn spawn_charlie(&self, args: &[&str]) -> Proc {
-        let log = self.root().join("charlie.log");
-        let child = Command::new(bin("charlie"))
+        self.spawn_logged("charlie", "charlie", args)
+    }
+
+    /// Starts `program --root <root> args...` with debug logs in `<root>/<label>.log`.
+    pub fn spawn_logged(&self, label: &str, program: &str, args: &[&str]) -> Proc {
+        let log = self.root().join(format!("{label}.log"));
+        let child = Command::new(bin(program))
             .arg("--root")
             .arg(self.root())
             .args(args)
@@ -209,7 +201,7 @@ impl System {
             .spawn()
             .unwrap();
         Proc {
-            name: "charlie".into(),
+            name: label.to_string(),
             child,
             log,
         }
@@ -286,4 +278,15 @@ pub fn stderr(o: &Output) -> String {
 
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Bytes from hex digits; whitespace is skipped, anything else is a typo in the test.
+pub fn hex(s: &str) -> Vec<u8> {
+    let digits: Vec<u8> = s
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .map(|c| c.to_digit(16).unwrap_or_else(|| panic!("{c:?} in {s:?}")) as u8)
+        .collect();
+    assert_eq!(digits.len() % 2, 0, "odd number of hex digits in {s:?}");
+    digits.chunks(2).map(|p| p[0] << 4 | p[1]).collect()
 }
