@@ -179,6 +179,12 @@ pub enum DownloadError {
     },
 }
 
+/// `chunk 3 (<hash>)`, or `chunk 3/7 (<hash>)` for a content at several positions.
+fn piece_label(indexes: &[usize], hash: &ChunkHash) -> String {
+    let idx: Vec<String> = indexes.iter().map(|i| i.to_string()).collect();
+    format!("chunk {} ({hash})", idx.join("/"))
+}
+
 fn chunk_list(idx: &[usize]) -> String {
     let noun = if idx.len() == 1 { "chunk" } else { "chunks" };
     format!("{noun} {}", crate::chunker::IndexList(idx))
@@ -323,6 +329,8 @@ fn group_pieces(plan: &Plan) -> Vec<Piece> {
 struct Coordinator {
     pieces: Vec<Piece>,
     peers: Vec<PeerState>,
+    /// Pieces in state Pending (see [`Coordinator::set_state`]).
+    pending: usize,
     in_flight: usize,
     retries: usize,
     bytes: u64,
@@ -349,10 +357,15 @@ impl Coordinator {
                 },
             })
             .collect();
-        // A piece with no source at all fails at once.
+        // A piece with no source at all fails at once, and the error says so.
+        let mut why = Vec::new();
         for p in &mut pieces {
             if p.candidates.is_empty() && p.state == PieceState::Pending {
                 p.state = PieceState::Failed;
+                why.push(format!(
+                    "{}: no usable peer listed",
+                    piece_label(&p.indexes, &p.hash)
+                ));
             }
         }
         // Rarest first: pieces only one peer has go before shared ones, so that the
@@ -366,22 +379,34 @@ impl Coordinator {
                 }
             }
         }
+        let pending = pieces
+            .iter()
+            .filter(|p| p.state == PieceState::Pending)
+            .count();
         Coordinator {
             pieces,
             peers,
+            pending,
             in_flight: 0,
             retries: 0,
             bytes: 0,
-            why: Vec::new(),
+            why,
             max_bad,
         }
     }
 
-    fn pending(&self) -> usize {
-        self.pieces
-            .iter()
-            .filter(|p| p.state == PieceState::Pending)
-            .count()
+    /// Moves a piece to `state`, keeping the count of pending pieces. The count is kept
+    /// rather than recounted after every event: recounting made a 65,535-chunk download
+    /// quadratic (billions of steps).
+    fn set_state(&mut self, id: PieceId, state: PieceState) {
+        let piece = &mut self.pieces[id];
+        let was = piece.state == PieceState::Pending;
+        piece.state = state;
+        match (was, state == PieceState::Pending) {
+            (true, false) => self.pending -= 1,
+            (false, true) => self.pending += 1,
+            _ => {}
+        }
     }
 
     fn run<'s, 'e: 's>(
@@ -400,7 +425,7 @@ impl Coordinator {
             pool_tx.send(Vec::new()).expect("pool has room");
         }
         let (verify_tx, verify_rx) = bounded::<VerifyJob>(n_bufs);
-        let mut remaining = self.pending();
+        let mut remaining = self.pending;
         if remaining > 0 {
             let n_verifiers = opts.verifiers.clamp(1, plan.peers.len().max(1));
             for _ in 0..n_verifiers {
@@ -429,7 +454,7 @@ impl Coordinator {
                 Event::Idle(p) => self.peers[p].idle = true,
                 Event::Verified(id, p, n) => {
                     self.in_flight -= 1;
-                    self.pieces[id].state = PieceState::Done;
+                    self.set_state(id, PieceState::Done);
                     let peer = &mut self.peers[p];
                     peer.bad_in_a_row = 0;
                     peer.report.chunks += self.pieces[id].indexes.len();
@@ -453,7 +478,10 @@ impl Coordinator {
                     self.give_up_piece_on(id, p);
                     self.peers[p].bad_in_a_row += 1;
                     if self.peers[p].bad_in_a_row >= self.max_bad {
-                        let why = format!("{} bad chunks in a row", self.peers[p].bad_in_a_row);
+                        let why = format!(
+                            "{} bad chunks in a row (the last: {why})",
+                            self.peers[p].bad_in_a_row
+                        );
                         self.drop_peer(p, why);
                     }
                 }
@@ -475,7 +503,7 @@ impl Coordinator {
                 }
             }
             self.assign_idle();
-            remaining = self.pending();
+            remaining = self.pending;
         }
         self.stop_workers();
         let missing: Vec<usize> = {
@@ -531,20 +559,19 @@ impl Coordinator {
     /// Makes a piece pending again for its remaining candidates (it fails if none is
     /// left). `retry` says whether this counts as a repeated fetch in the report.
     fn requeue(&mut self, id: PieceId, retry: bool) {
-        let piece = &mut self.pieces[id];
-        if piece.candidates.is_empty() {
-            piece.state = PieceState::Failed;
-            let idx: Vec<String> = piece.indexes.iter().map(|i| i.to_string()).collect();
-            self.why.push(format!(
-                "chunk {} ({}): no peer left that has it",
-                idx.join("/"),
-                piece.hash
-            ));
+        if self.pieces[id].candidates.is_empty() {
+            self.set_state(id, PieceState::Failed);
+            let piece = &self.pieces[id];
+            let why = format!(
+                "{}: no peer left that has it",
+                piece_label(&piece.indexes, &piece.hash)
+            );
+            self.why.push(why);
             return;
         }
-        piece.state = PieceState::Pending;
+        self.set_state(id, PieceState::Pending);
         self.retries += usize::from(retry);
-        for &c in &piece.candidates {
+        for &c in &self.pieces[id].candidates {
             self.peers[c].retry.push_back(id);
         }
     }
@@ -603,7 +630,7 @@ impl Coordinator {
                 .as_ref()
                 .is_some_and(|tx| tx.send(Assignment::Fetch(id, hash)).is_ok());
             if sent {
-                self.pieces[id].state = PieceState::InFlight;
+                self.set_state(id, PieceState::InFlight);
                 self.peers[p].idle = false;
                 self.in_flight += 1;
             } else {
@@ -673,6 +700,7 @@ fn worker(
             }
             Err(e) => {
                 let broken = e.breaks_connection();
+                let failure = e.to_string();
                 let ev = match e {
                     FetchError::NotFound => Event::NotFound(piece, id),
                     FetchError::Refused(why) => Event::Bad(piece, id, format!("answered {why}")),
@@ -685,7 +713,7 @@ fn worker(
                     if reconnected {
                         let _ = events.send(Event::PeerDead(
                             id,
-                            "failed again after reconnecting".into(),
+                            format!("failed again after reconnecting: {failure}"),
                         ));
                         return;
                     }
