@@ -290,3 +290,52 @@ pub fn hex(s: &str) -> Vec<u8> {
     assert_eq!(digits.len() % 2, 0, "odd number of hex digits in {s:?}");
     digits.chunks(2).map(|p| p[0] << 4 | p[1]).collect()
 }
+
+/// A numeric field of `/proc/<pid>/status` (`Threads`, or `VmRSS`/`VmHWM` in KiB); `None`
+/// once the process is gone.
+pub fn proc_status(pid: u32, field: &str) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find(|l| l.starts_with(&format!("{field}:")))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Threads of a running process.
+pub fn threads(pid: u32) -> u64 {
+    proc_status(pid, "Threads").expect("process is running")
+}
+
+/// Waits up to `limit` until process `pid` has exactly `want` threads (a server's
+/// connection threads have ended); returns the last count seen.
+pub fn wait_threads(pid: u32, want: u64, limit: Duration) -> u64 {
+    let end = Instant::now() + limit;
+    loop {
+        let n = threads(pid);
+        if n == want || Instant::now() > end {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Raises this process's soft open-file limit to at least `want` (up to the hard limit;
+/// children such as servers inherit it). Panics if the hard limit is too low.
+pub fn raise_fd_limit(want: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read or write the struct we pass.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        if lim.rlim_cur >= want {
+            return;
+        }
+        assert!(
+            lim.rlim_max >= want,
+            "hard open-file limit {} is below the {want} this test needs",
+            lim.rlim_max
+        );
+        lim.rlim_cur = want;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+    }
+}
