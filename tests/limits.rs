@@ -92,7 +92,7 @@ fn open_flood(addr: SocketAddrV4) -> Vec<TcpStream> {
             thread::spawn(move || {
                 (0..per)
                     .map(|_| {
-                        TcpStream::connect_timeout(&addr.into(), Duration::from_secs(10))
+                        TcpStream::connect_timeout(&addr.into(), Duration::from_secs(30))
                             .expect("connect during the flood")
                     })
                     .collect::<Vec<_>>()
@@ -116,6 +116,12 @@ fn flood(sys: &mut System, label: &str, req: &[u8], reply: &[u8]) {
     let t = Instant::now();
     let mut conns = open_flood(addr);
     let opened = t.elapsed();
+    // The listen backlog holds the whole burst: no SYN is dropped, so no client waits
+    // for its kernel's retry (1 s at the earliest) to be served or refused.
+    assert!(
+        opened < Duration::from_millis(900),
+        "{label}: {FLOOD} connects took {opened:?}"
+    );
     // Every connection asks once: the first 128 accepted are served and the rest were
     // closed at once.
     let ok = conns
