@@ -239,13 +239,16 @@ pub fn plan_from_file_info(info: FileInfo) -> Result<Plan, PlanError> {
     let mut table = PeerTable::default();
     let mut chunks = Vec::with_capacity(info.chunks.len());
     let mut sources = Vec::with_capacity(info.chunks.len());
+    // Counted and reported once: a FILE_INFO can hold millions of peer entries, and a
+    // warning each would flood the log.
+    let mut unusable: Option<(SocketAddrV4, usize)> = None;
     for c in info.chunks {
         chunks.push(c.hash);
         let mut ids = Vec::new();
         for a in c.peers {
             // 0.0.0.0 or port 0 can never be connected to: skip rather than fail later.
             if a.ip().is_unspecified() || a.port() == 0 {
-                log::warn!("ignoring unusable peer address {a} for chunk {}", c.hash);
+                unusable.get_or_insert((a, 0)).1 += 1;
                 continue;
             }
             let Some(id) = table.id(a.into(), || a.to_string()) else {
@@ -256,6 +259,9 @@ pub fn plan_from_file_info(info: FileInfo) -> Result<Plan, PlanError> {
             }
         }
         sources.push(ids);
+    }
+    if let Some((first, n)) = unusable {
+        log::warn!("ignoring {n} unusable peer addresses (0.0.0.0 or port 0), such as {first}");
     }
     Ok(Plan {
         filename: info.filename,

@@ -17,6 +17,7 @@
 pub mod plan;
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::io;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -152,11 +153,11 @@ impl Report {
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
     /// Some chunks could not be had from any peer.
-    #[error("{} could not be downloaded from any peer: {}", chunk_list(.missing), .why.join("; "))]
+    #[error("{} could not be downloaded from any peer: {}", chunk_list(.missing), Reasons(.why))]
     Incomplete {
         /// Chunk indexes (file order) still missing.
         missing: Vec<usize>,
-        /// What went wrong, per peer and per chunk.
+        /// What went wrong: why each dropped peer was dropped, then per chunk.
         why: Vec<String>,
         /// The partial report.
         report: Box<Report>,
@@ -177,6 +178,25 @@ pub enum DownloadError {
         /// The I/O error.
         source: io::Error,
     },
+}
+
+/// The first few reasons of an [`DownloadError::Incomplete`]: with 65,535 chunks failing
+/// alike, listing every one would make an error line of megabytes. Peers' drop reasons
+/// come first, so they are always shown; the log has every chunk's story.
+struct Reasons<'a>(&'a [String]);
+
+/// How many reasons [`Reasons`] shows.
+const REASONS_SHOWN: usize = 6;
+
+impl fmt::Display for Reasons<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown = self.0.len().min(REASONS_SHOWN);
+        f.write_str(&self.0[..shown].join("; "))?;
+        if self.0.len() > shown {
+            write!(f, "; and {} more", self.0.len() - shown)?;
+        }
+        Ok(())
+    }
 }
 
 /// `chunk 3 (<hash>)`, or `chunk 3/7 (<hash>)` for a content at several positions.
@@ -526,12 +546,18 @@ impl Coordinator {
         if missing.is_empty() {
             Ok(report)
         } else {
-            let mut why = std::mem::take(&mut self.why);
-            for p in &self.peers {
-                if let Some(d) = &p.dropped_reason() {
-                    why.push(format!("{}: dropped: {d}", p.report.label));
-                }
-            }
+            let mut why: Vec<String> = self
+                .peers
+                .iter()
+                .filter_map(|p| {
+                    Some(format!(
+                        "{}: dropped: {}",
+                        p.report.label,
+                        p.dropped_reason()?
+                    ))
+                })
+                .collect();
+            why.append(&mut self.why);
             Err(DownloadError::Incomplete {
                 missing,
                 why,
