@@ -556,18 +556,38 @@ fn unusable_peer_addresses_are_skipped() {
     let any_ip = SocketAddrV4::new("0.0.0.0".parse().unwrap(), p.addr.port());
     // Only unusable addresses: a clear failure naming the chunks.
     let run = download(&chunks, &[zero, port0, any_ip], &[]);
-    run.assert_fails_with("chunks 0, 1, 2 could not be downloaded");
+    run.assert_fails_with("chunks 0-2 could not be downloaded");
     assert!(
         run.error_line().contains("no usable peer"),
         "{}",
         run.error_line()
     );
-    // Beside a real peer, they are ignored with a warning.
+    // Beside a real peer, they are ignored with one warning.
     let run = download(&chunks, &[zero, port0, any_ip, p.addr], &[]);
     assert!(run.status.success(), "{}", run.stderr);
     assert!(
         run.stderr
-            .contains("ignoring unusable peer address 0.0.0.0:0")
+            .contains("ignoring 9 unusable peer addresses (0.0.0.0 or port 0), such as 0.0.0.0:0"),
+        "{}",
+        run.stderr
+    );
+    // 65,535 chunks, each at 0.0.0.0:0 only: still one warning and a readable error line,
+    // not a line per chunk.
+    let many: Vec<(ChunkHash, Vec<u8>)> = (0..u16::MAX as u32)
+        .map(|i| (ChunkHash::of(&i.to_be_bytes()), Vec::new()))
+        .collect();
+    let run = download(&many, &[zero], &[]);
+    run.assert_fails_with("chunks 0-65534 could not be downloaded");
+    assert!(
+        run.error_line().contains("; and 65529 more"),
+        "{}",
+        run.error_line()
+    );
+    assert!(run.error_line().len() < 1000, "{}", run.error_line());
+    assert!(
+        run.stderr.len() < 4000,
+        "{} bytes of stderr",
+        run.stderr.len()
     );
 }
 
