@@ -462,7 +462,12 @@ fn a_content_length_bigger_than_any_chunk_costs_nothing() {
         ),
         (3000, Some(9), &[], "does not match msg_length"),
         // Under the limit but a lie all the same: the buffer is reserved, not touched.
-        (48 << 20, None, &[], "timed out: nothing received"),
+        (
+            48 << 20,
+            None,
+            &[],
+            "timed out: reply stopped, nothing received",
+        ),
     ] {
         let bad = huge_chunk_peer(&chunks, len, words);
         let run = download(&chunks, &[bad.addr], extra);
@@ -684,11 +689,18 @@ fn servers_that_stall_forever_are_given_up() {
         stall(stop);
         Ok(())
     });
-    for (p, name) in [(&mid, "mid-chunk"), (&silent, "silent")] {
+    for (p, name, what) in [
+        (
+            &mid,
+            "mid-chunk",
+            "timed out: reply stopped, nothing received for 500 ms",
+        ),
+        (&silent, "silent", "timed out: no reply within 500 ms"),
+    ] {
         let run = download(&chunks, &[p.addr], &[]);
         run.assert_fails_with("could not be downloaded");
         assert!(
-            run.error_line().contains("timed out"),
+            run.error_line().contains(what),
             "{name}: {}",
             run.error_line()
         );
@@ -784,4 +796,43 @@ fn a_file_info_naming_thousands_of_peers_does_not_spawn_thousands_of_threads() {
         "charlie ran {} threads",
         run.peak_threads
     );
+}
+
+#[test]
+fn the_largest_file_info_charlie_accepts_costs_bounded_memory_and_time() {
+    // 65,535 chunks naming 29 peers each: 16,776,980 bytes, just under charlie's 16 MiB
+    // FILE_INFO limit, with 1.9 million peer entries, all different addresses where
+    // nothing listens.
+    let dead = |i: usize| {
+        SocketAddrV4::new(
+            [127, 2 + (i >> 16) as u8, (i >> 8) as u8, i as u8].into(),
+            1,
+        )
+    };
+    let fi = Message::FileInfo(FileInfo {
+        filename: "data.bin".into(),
+        chunks: (0..u16::MAX as usize)
+            .map(|c| ChunkRecord {
+                hash: ChunkHash::of(&c.to_be_bytes()),
+                peers: (0..29).map(|p| dead(c * 29 + p)).collect(),
+            })
+            .collect(),
+    })
+    .encode()
+    .unwrap();
+    assert!(fi.len() <= 16 << 20 && fi.len() > (16 << 20) - 256);
+    let t = tracker(fi);
+    let root = root_for(t.addr);
+    let before = tree(root.path());
+    let run = charlie(root.path(), &[]);
+    run.assert_fails_with("chunks 0-65534 could not be downloaded");
+    assert!(run.error_line().len() < 2000, "{}", run.error_line());
+    assert_clean(root.path(), &before, None);
+    eprintln!(
+        "16 MiB FILE_INFO: failed in {:?}, peak RSS {} KiB, peak {} threads",
+        run.took, run.peak_kib, run.peak_threads
+    );
+    assert!(run.peak_kib < 128 * 1024, "peak RSS {} KiB", run.peak_kib);
+    assert!(run.peak_threads < 40, "{} threads", run.peak_threads);
+    assert!(run.took < Duration::from_secs(10), "{:?}", run.took);
 }

@@ -95,8 +95,8 @@ struct ReplyReader<'a> {
     min_rate: u64,
     start: Instant,
     deadline: Instant,
-    /// Whether `deadline` is the whole reply's (set by `allow`), not the header's.
-    allowed: bool,
+    /// Bytes of the reply received so far.
+    received: u64,
 }
 
 impl<'a> ReplyReader<'a> {
@@ -110,7 +110,7 @@ impl<'a> ReplyReader<'a> {
             min_rate: limits.min_reply_rate.max(1),
             start,
             deadline: start + limits.io_timeout,
-            allowed: false,
+            received: 0,
         }
     }
 
@@ -120,7 +120,6 @@ impl<'a> ReplyReader<'a> {
     fn allow(&mut self, len: u64) {
         let transfer = Duration::from_secs_f64(len as f64 / self.min_rate as f64);
         self.deadline = self.start + self.io_timeout + transfer;
-        self.allowed = true;
     }
 
     fn too_slow(&self) -> io::Error {
@@ -141,31 +140,33 @@ impl Read for ReplyReader<'_> {
         if left.is_zero() {
             return Err(self.too_slow());
         }
-        // Whether this wait ends at the whole reply's deadline rather than a full
-        // io_timeout: if it runs out, the reply was too slow, not stalled.
-        let capped = self.allowed && left < self.io_timeout;
         self.stream
             .set_read_timeout(Some(left.min(self.io_timeout)))?;
-        match (&mut &*self.stream).read(buf) {
+        let mut stream = self.stream;
+        match stream.read(buf) {
+            Ok(n) => {
+                self.received += n as u64;
+                Ok(n)
+            }
             Err(e)
                 if matches!(
                     e.kind(),
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                Err(if capped {
-                    self.too_slow()
+                let ms = self.io_timeout.as_millis();
+                // Say which limit ran out: no reply at all, a reply that stopped for a
+                // whole io_timeout, or one still arriving when its deadline came.
+                let why = if self.received == 0 {
+                    format!("timed out: no reply within {ms} ms")
+                } else if left < self.io_timeout {
+                    return Err(self.too_slow());
                 } else {
-                    io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!(
-                            "timed out: nothing received for {} ms",
-                            self.io_timeout.as_millis()
-                        ),
-                    )
-                })
+                    format!("timed out: reply stopped, nothing received for {ms} ms")
+                };
+                Err(io::Error::new(io::ErrorKind::TimedOut, why))
             }
-            r => r,
+            Err(e) => Err(e),
         }
     }
 }

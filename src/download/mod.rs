@@ -182,7 +182,8 @@ pub enum DownloadError {
 
 /// The first few reasons of an [`DownloadError::Incomplete`]: with 65,535 chunks failing
 /// alike, listing every one would make an error line of megabytes. Peers' drop reasons
-/// come first, so they are always shown; the log has every chunk's story.
+/// come first, so they are always shown; each fetch failure is also logged as a warning
+/// when it happens.
 struct Reasons<'a>(&'a [String]);
 
 /// How many reasons [`Reasons`] shows.
