@@ -177,9 +177,13 @@ fn charlie_killed_20_times_finishes_with_a_correct_file_and_no_refetch() {
 
 /// Runs charlie twice in a private mount namespace whose `chunks/` is a 5 MiB tmpfs with
 /// `ballast` bytes taken: first as is, then after deleting the ballast. Returns, for each
-/// run, its exit code, its stderr and a copy of chunks/charlie/ as it left it.
-fn disk_full_runs(sys: &System, ballast: usize) -> Vec<(i32, String, PathBuf)> {
-    let out = tempfile::tempdir().unwrap().keep();
+/// run, its exit code, its stderr and a copy of chunks/charlie/ as it left it (in `out`).
+fn disk_full_runs(
+    sys: &System,
+    ballast: usize,
+    out: &tempfile::TempDir,
+) -> Vec<(i32, String, PathBuf)> {
+    let out = out.path();
     let script = r#"
         set -u
         mount -t tmpfs -o size=5m swarmlet-test "$ROOT/chunks" || exit 90
@@ -196,7 +200,7 @@ fn disk_full_runs(sys: &System, ballast: usize) -> Vec<(i32, String, PathBuf)> {
         .env("ROOT", sys.root())
         .env("BALLAST", ballast.to_string())
         .env("CHARLIE", bin("charlie"))
-        .env("OUT", &out)
+        .env("OUT", out)
         .status()
         .expect("unshare (util-linux) is needed for the disk-full test");
     assert!(
@@ -236,7 +240,8 @@ fn a_full_disk_mid_download_is_a_clear_error_and_a_later_run_finishes() {
     for (ballast, what) in [(4 << 20, "chunk"), (3 << 20, "merge")] {
         let _ = fs::remove_dir_all(sys.chunk_dir("charlie"));
         fs::create_dir_all(sys.chunk_dir("charlie")).unwrap();
-        let runs = disk_full_runs(&sys, ballast);
+        let out = tempfile::tempdir().unwrap();
+        let runs = disk_full_runs(&sys, ballast, &out);
         let (rc, err, dir) = &runs[0];
         assert_eq!(*rc, 1, "{what}: first run should fail:\n{err}");
         let line = error_line(err);
