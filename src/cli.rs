@@ -50,10 +50,29 @@ pub fn run(body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::debug!("{e:?}");
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, `a: b: c`, skipping a cause that the message
+/// before it already ends with: many error types print their source in their own message
+/// *and* expose it as `source()`, which made lines like `cannot store chunk …: No space
+/// left on device (os error 28): No space left on device (os error 28)`.
+pub fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let msg = cause.to_string();
+        if line.ends_with(&msg) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&msg);
+    }
+    line
 }
 
 /// A progress bar over `total` bytes, drawn only when stderr is a terminal (logs and
@@ -132,4 +151,27 @@ pub fn count_progress(total: u64, what: &str) -> ProgressBar {
     );
     pb.set_message(what.to_string());
     pb
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot store chunk: {source}")]
+    struct Store {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn error_line_names_each_cause_once() {
+        let io = std::io::Error::other("disk full");
+        let e = anyhow::Error::new(Store { source: io }).context("download failed");
+        assert_eq!(
+            error_line(&e),
+            "download failed: cannot store chunk: disk full"
+        );
+        let plain = anyhow::anyhow!("plain");
+        assert_eq!(error_line(&plain.context("outer")), "outer: plain");
+    }
 }

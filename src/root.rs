@@ -56,3 +56,56 @@ pub fn display_path(p: &Path) -> String {
         None => s,
     }
 }
+
+/// Why a file name cannot be used: the name of the shared file travels in file.ini and on
+/// the wire (FILE_INFO), and becomes a path under `files/` and `chunks/charlie/`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FileNameError {
+    /// Empty.
+    #[error("the file name is empty")]
+    Empty,
+    /// `.`, `..`, or containing `..`: could climb out of the directory.
+    #[error("{0:?} contains '..' or is '.'")]
+    Dots(String),
+    /// Contains `/` or `\`: the name must stay inside its directory.
+    #[error("{0:?} contains a path separator")]
+    Separator(String),
+    /// Contains a control character or NUL (a newline would break file.ini), or begins or
+    /// ends with whitespace (file.ini readers trim values, so it would not read back the
+    /// same).
+    #[error("{0:?} contains a control character or leading/trailing whitespace")]
+    Unprintable(String),
+}
+
+/// Checks that `name` is a plain file name, safe to join to a directory and to write to
+/// file.ini. Charlie calls it on the name received from the network before using it.
+pub fn check_file_name(name: &str) -> Result<(), FileNameError> {
+    if name.is_empty() {
+        Err(FileNameError::Empty)
+    } else if name == "." || name.contains("..") {
+        Err(FileNameError::Dots(name.into()))
+    } else if name.contains(['/', '\\']) {
+        Err(FileNameError::Separator(name.into()))
+    } else if name.chars().any(char::is_control) || name.trim() != name {
+        Err(FileNameError::Unprintable(name.into()))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names() {
+        for bad in [
+            "", "a/b", "..", "../x", "a\\b", "x\0", ".", "a..b", "a\nb", " x", "x ",
+        ] {
+            assert!(check_file_name(bad).is_err(), "{bad:?}");
+        }
+        for good in ["test.bin", "a b.txt", ".hidden", "été.mp4"] {
+            assert!(check_file_name(good).is_ok(), "{good:?}");
+        }
+    }
+}

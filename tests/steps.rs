@@ -274,26 +274,20 @@ fn servers_answer_the_three_errors_and_keep_serving() {
     let unknown = Message::GetChunk(ChunkHash::of(b"nobody has this"))
         .encode()
         .unwrap();
-    assert_eq!(
-        exchange(alice, &garbage, 12),
-        error_reply(ErrorCode::InvalidMessageFormat)
-    );
-    assert_eq!(
-        exchange(alice, &get_file_info, 12),
-        error_reply(ErrorCode::InvalidRequest)
-    );
-    assert_eq!(
-        exchange(alice, &unknown, 12),
-        error_reply(ErrorCode::ChunkNotFound)
-    );
-    assert_eq!(
-        exchange(tracker, &garbage, 12),
-        error_reply(ErrorCode::InvalidMessageFormat)
-    );
-    assert_eq!(
-        exchange(tracker, &unknown, 12),
-        error_reply(ErrorCode::InvalidRequest)
-    );
+    let cases = [
+        (alice, &garbage[..], ErrorCode::InvalidMessageFormat),
+        (alice, &get_file_info, ErrorCode::InvalidRequest),
+        (alice, &unknown, ErrorCode::ChunkNotFound),
+        (tracker, &garbage, ErrorCode::InvalidMessageFormat),
+        (tracker, &unknown, ErrorCode::InvalidRequest),
+    ];
+    for (server, request, code) in cases {
+        assert_eq!(
+            exchange(server, request, 12),
+            error_reply(code),
+            "{request:02x?}"
+        );
+    }
 
     // All three on one connection, then a real request: the connection keeps serving.
     let h = sys.manifest().chunks[0].hash;
@@ -329,4 +323,42 @@ fn servers_answer_the_three_errors_and_keep_serving() {
         }
         other => panic!("expected FILE_INFO, got {other:?}"),
     }
+}
+
+#[test]
+fn three_peers_including_a_generic_peer_by_name() {
+    let mut sys = System::with_peers(6 * MIB, 512 * KIB, &["alice", "bob", "carol"]);
+    sys.start_all();
+    for step in ["1", "2"] {
+        let _ = fs::remove_dir_all(sys.chunk_dir("charlie"));
+        let out = sys.charlie(&["--step", step]);
+        assert!(out.status.success(), "step {step}: {}", stderr(&out));
+        assert!(sys.check_file());
+    }
+    assert!(
+        !sys.served("carol").is_empty(),
+        "carol (peer --name carol) served nothing"
+    );
+}
+
+#[test]
+fn tracker_refuses_to_start_when_file_ini_names_an_unknown_peer() {
+    let sys = System::new(MIB, 512 * KIB);
+    let mut m = sys.manifest();
+    m.chunks[0].peers = vec!["mallory".into()];
+    m.save(&sys.root().join("config/file.ini")).unwrap();
+    // --no-udp: in the host's namespace a tracker must not listen on 0.0.0.0:9000.
+    let out = std::process::Command::new(bin("tracker"))
+        .arg("--root")
+        .arg(sys.root())
+        .arg("--no-udp")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("\"mallory\" is not in peers.ini"), "{err}");
+    // Charlie's step 1 says the same about the same file.
+    let out = sys.charlie(&["--step", "1"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("\"mallory\" is not in peers.ini"));
 }

@@ -4,25 +4,17 @@
 //! Spec rule: malformed → ERROR 0 (INVALID_MESSAGE_FORMAT); a well-formed message that the
 //! receiver does not answer → ERROR 1 (INVALID_REQUEST), which only [`wire::expect`] produces.
 
+mod common;
+
 use std::io::{self, Cursor, Read};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
+use common::hex;
 use swarmlet::hash::ChunkHash;
 use swarmlet::wire::{
     self, ChunkRecord, ChunkReply, DecodeError, ErrorCode, FileInfo, HEADER_LEN, Header, Message,
     MsgType, ReadError, Tolerance, TrackerInfo,
 };
-
-/// Bytes from hex digits; whitespace is skipped, anything else is a typo in the test.
-fn hex(s: &str) -> Vec<u8> {
-    let digits: Vec<u8> = s
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .map(|c| c.to_digit(16).unwrap_or_else(|| panic!("{c:?} in {s:?}")) as u8)
-        .collect();
-    assert_eq!(digits.len() % 2, 0, "odd number of hex digits in {s:?}");
-    digits.chunks(2).map(|p| p[0] << 4 | p[1]).collect()
-}
 
 const HASH: &str = "000102030405060708090a0b0c0d0e0f10111213";
 const STRICT: Tolerance = Tolerance {

@@ -3,25 +3,17 @@
 //! The expected bytes are written out by hand from the spec (never produced by the codec),
 //! so a change to the encoder's layout shows up here as an exact byte difference.
 
+mod common;
+
 use std::io::Cursor;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
+use common::hex;
 use swarmlet::hash::ChunkHash;
 use swarmlet::wire::{
     self, CHUNK_PREFIX_LEN, ChunkRecord, EncodeError, ErrorCode, FileInfo, HEADER_LEN, Header,
     Message, MsgType, Tolerance, TrackerInfo,
 };
-
-/// Bytes from hex digits; whitespace is skipped, anything else is a typo in the test.
-fn hex(s: &str) -> Vec<u8> {
-    let digits: Vec<u8> = s
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .map(|c| c.to_digit(16).unwrap_or_else(|| panic!("{c:?} in {s:?}")) as u8)
-        .collect();
-    assert_eq!(digits.len() % 2, 0, "odd number of hex digits in {s:?}");
-    digits.chunks(2).map(|p| p[0] << 4 | p[1]).collect()
-}
 
 /// Checks `msg` encodes to exactly `bytes`, and that `bytes` decode to exactly `msg`, both
 /// whole (`Message::decode`) and from a stream (`read_message`, limit = exact size).

@@ -31,7 +31,7 @@ fn main() -> ExitCode {
             Some(n) => n.clone(),
             None => FileManifest::load(&root.file_ini())?.filename,
         };
-        chunker::check_file_name(&name)?;
+        swarmlet::root::check_file_name(&name)?;
         let (original, merged) = chunker::original_and_merged(&root, &name);
         let outcome = chunker::compare_files(&original, &merged)?;
         let (a, b) = (display_path(&original), display_path(&merged));

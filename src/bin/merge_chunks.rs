@@ -27,7 +27,7 @@ fn main() -> ExitCode {
         let root = args.root.root();
         let manifest = FileManifest::load(&root.file_ini())?;
         // file.ini may come from elsewhere: its name must not lead outside chunks/charlie.
-        chunker::check_file_name(&manifest.filename)?;
+        swarmlet::root::check_file_name(&manifest.filename)?;
         let hashes: Vec<ChunkHash> = manifest.chunks.iter().map(|c| c.hash).collect();
         let store = ChunkStore::new(root.chunks_dir(DOWNLOADER));
         let (_, dest) = chunker::original_and_merged(&root, &manifest.filename);

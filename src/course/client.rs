@@ -2,15 +2,16 @@
 //! the INI files, in step 1) into a download [`Plan`], and fetching chunks from peers for
 //! the download engine.
 
-use std::io::Write;
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, SocketAddrV4, TcpStream};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::{FileManifest, PeersConfig};
-use crate::download::plan::{PeerTable, check_filename};
+use crate::download::plan::PeerTable;
 use crate::download::{ChunkSource, Connector, FetchError, PeerInfo, Plan, PlanError};
 use crate::hash::ChunkHash;
+use crate::root::check_file_name;
 use crate::wire::{self, ChunkReply, ErrorCode, FileInfo, Message, ReadError, Tolerance};
 
 /// Timeouts and limits of Charlie's connections. Each default is a design decision.
@@ -22,6 +23,12 @@ pub struct ClientLimits {
     /// One blocked read or write. A peer that sends nothing for 10 s in the middle of a
     /// chunk is stalled; its chunk goes to another peer.
     pub io_timeout: Duration,
+    /// Slowest reply accepted, in bytes per second: a whole reply must arrive within
+    /// `io_timeout + its length / min_reply_rate`. The per-read timeout alone never fires
+    /// on a server that sends one byte just inside it (a 512 KiB chunk at a byte every
+    /// 9 s takes 55 days). 64 KiB/s is far below any LAN, and still a fair share of a
+    /// classroom Wi-Fi, so only a stalling server is cut off.
+    pub min_reply_rate: u64,
     /// Largest chunk content accepted. Course chunks are 512 KiB to 2 MiB; 64 MiB leaves
     /// room for unusual choices while bounding what a lying content_length can cost.
     pub max_chunk_len: usize,
@@ -35,6 +42,7 @@ impl Default for ClientLimits {
         ClientLimits {
             connect_timeout: Duration::from_secs(3),
             io_timeout: Duration::from_secs(10),
+            min_reply_rate: 64 * 1024,
             max_chunk_len: 64 << 20,
             max_file_info_len: 16 << 20,
         }
@@ -78,6 +86,91 @@ fn connect(addr: SocketAddr, limits: &ClientLimits) -> std::io::Result<TcpStream
     Ok(s)
 }
 
+/// Reads one reply under two limits: `io_timeout` for any single wait (a stalled server)
+/// and a deadline for the whole reply (a trickling one); see
+/// [`ClientLimits::min_reply_rate`]. Both fail with `TimedOut` and a message saying which.
+struct ReplyReader<'a> {
+    stream: &'a TcpStream,
+    io_timeout: Duration,
+    min_rate: u64,
+    start: Instant,
+    deadline: Instant,
+    /// Bytes of the reply received so far.
+    received: u64,
+}
+
+impl<'a> ReplyReader<'a> {
+    /// Starts the clock: until [`ReplyReader::allow`], the header must come within
+    /// `io_timeout`.
+    fn new(stream: &'a TcpStream, limits: &ClientLimits) -> Self {
+        let start = Instant::now();
+        ReplyReader {
+            stream,
+            io_timeout: limits.io_timeout,
+            min_rate: limits.min_reply_rate.max(1),
+            start,
+            deadline: start + limits.io_timeout,
+            received: 0,
+        }
+    }
+
+    /// Gives the reply, now known to be `len` bytes long, time to arrive at the minimum
+    /// rate. Lengths over the caller's limit are refused before any body is read, so
+    /// a huge announced length never buys a long wait.
+    fn allow(&mut self, len: u64) {
+        let transfer = Duration::from_secs_f64(len as f64 / self.min_rate as f64);
+        self.deadline = self.start + self.io_timeout + transfer;
+    }
+
+    fn too_slow(&self) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "timed out: reply still incomplete after {:.1} s (slower than {} bytes/s)",
+                (self.deadline - self.start).as_secs_f64(),
+                self.min_rate
+            ),
+        )
+    }
+}
+
+impl Read for ReplyReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(self.too_slow());
+        }
+        self.stream
+            .set_read_timeout(Some(left.min(self.io_timeout)))?;
+        let mut stream = self.stream;
+        match stream.read(buf) {
+            Ok(n) => {
+                self.received += n as u64;
+                Ok(n)
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                let ms = self.io_timeout.as_millis();
+                // Say which limit ran out: no reply at all, a reply that stopped for a
+                // whole io_timeout, or one still arriving when its deadline came.
+                let why = if self.received == 0 {
+                    format!("timed out: no reply within {ms} ms")
+                } else if left < self.io_timeout {
+                    return Err(self.too_slow());
+                } else {
+                    format!("timed out: reply stopped, nothing received for {ms} ms")
+                };
+                Err(io::Error::new(io::ErrorKind::TimedOut, why))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// Asks the tracker at `addr` for FILE_INFO (step 2). A FILE_INFO labelled with type 5
 /// is tolerated with a warning, as the spec allows for one known tracker.
 pub fn get_file_info(
@@ -112,7 +205,21 @@ pub fn get_file_info(
     let tol = Tolerance {
         file_info_as_chunk_type: true,
     };
-    match wire::read_message(&mut stream, limits.max_file_info_len, tol) {
+    let mut reader = ReplyReader::new(&stream, limits);
+    let header = match wire::read_header(&mut reader) {
+        Ok(h) => h,
+        Err(ReadError::Closed) => {
+            return Err(exchange("closed the connection without answering".into()));
+        }
+        Err(e) => return Err(exchange(e.to_string())),
+    };
+    reader.allow(header.message_len());
+    // read_message reads the header itself: hand it back the 8 bytes already read
+    // (reserved bytes are ignored anyway).
+    let mut head = [header.version, header.msg_type, 0, 0, 0, 0, 0, 0];
+    head[4..].copy_from_slice(&header.length_words.to_be_bytes());
+    let mut whole = (&head[..]).chain(&mut reader);
+    match wire::read_message(&mut whole, limits.max_file_info_len, tol) {
         Ok(Message::FileInfo(fi)) => Ok(fi),
         Ok(Message::Error(code)) => Err(exchange(format!("answered ERROR {code}"))),
         Ok(other) => Err(exchange(format!(
@@ -126,28 +233,36 @@ pub fn get_file_info(
 
 /// A plan from a FILE_INFO (steps 2 and 3): peers are known only by address.
 pub fn plan_from_file_info(info: FileInfo) -> Result<Plan, PlanError> {
-    check_filename(&info.filename)?;
+    check_file_name(&info.filename).map_err(PlanError::from)?;
     if info.chunks.is_empty() {
         return Err(PlanError::NoChunks);
     }
     let mut table = PeerTable::default();
     let mut chunks = Vec::with_capacity(info.chunks.len());
     let mut sources = Vec::with_capacity(info.chunks.len());
+    // Counted and reported once: a FILE_INFO can hold millions of peer entries, and a
+    // warning each would flood the log.
+    let mut unusable: Option<(SocketAddrV4, usize)> = None;
     for c in info.chunks {
         chunks.push(c.hash);
         let mut ids = Vec::new();
         for a in c.peers {
             // 0.0.0.0 or port 0 can never be connected to: skip rather than fail later.
             if a.ip().is_unspecified() || a.port() == 0 {
-                log::warn!("ignoring unusable peer address {a} for chunk {}", c.hash);
+                unusable.get_or_insert((a, 0)).1 += 1;
                 continue;
             }
-            let id = table.id(a.into(), || a.to_string());
+            let Some(id) = table.id(a.into(), || a.to_string()) else {
+                continue; // over MAX_PEERS: into_peers() warns
+            };
             if !ids.contains(&id) {
                 ids.push(id);
             }
         }
         sources.push(ids);
+    }
+    if let Some((first, n)) = unusable {
+        log::warn!("ignoring {n} unusable peer addresses (0.0.0.0 or port 0), such as {first}");
     }
     Ok(Plan {
         filename: info.filename,
@@ -178,7 +293,7 @@ pub fn plan_from_manifest(
     manifest: &FileManifest,
     peers: &PeersConfig,
 ) -> Result<Plan, ManifestPlanError> {
-    check_filename(&manifest.filename)?;
+    check_file_name(&manifest.filename).map_err(PlanError::from)?;
     if manifest.chunks.is_empty() {
         return Err(PlanError::NoChunks.into());
     }
@@ -193,7 +308,9 @@ pub fn plan_from_manifest(
                     index,
                     name: name.clone(),
                 })?;
-            let id = table.id(addr.into(), || name.clone());
+            let Some(id) = table.id(addr.into(), || name.clone()) else {
+                continue; // over MAX_PEERS: into_peers() warns
+            };
             if !ids.contains(&id) {
                 ids.push(id);
             }
@@ -220,7 +337,7 @@ impl Connector for CourseConnector {
         let stream = connect(peer.addr, &self.limits)?;
         Ok(Box::new(CourseSource {
             stream,
-            max_chunk_len: self.limits.max_chunk_len,
+            limits: self.limits,
         }))
     }
 }
@@ -228,7 +345,7 @@ impl Connector for CourseConnector {
 /// One connection to a course peer.
 struct CourseSource {
     stream: TcpStream,
-    max_chunk_len: usize,
+    limits: ClientLimits,
 }
 
 impl ChunkSource for CourseSource {
@@ -239,14 +356,16 @@ impl ChunkSource for CourseSource {
             .encode()
             .expect("GET_CHUNK encodes");
         self.stream.write_all(&req)?;
-        let header = match wire::read_header(&mut self.stream) {
+        let mut reader = ReplyReader::new(&self.stream, &self.limits);
+        let header = match wire::read_header(&mut reader) {
             Ok(h) => h,
             Err(ReadError::Closed) => {
                 return Err(FetchError::Io(std::io::ErrorKind::UnexpectedEof.into()));
             }
             Err(e) => return Err(read_failure(e)),
         };
-        match wire::read_chunk_reply(&mut self.stream, &header, self.max_chunk_len, buf) {
+        reader.allow(header.message_len());
+        match wire::read_chunk_reply(&mut reader, &header, self.limits.max_chunk_len, buf) {
             Ok(ChunkReply::Chunk(got)) if got == *hash => Ok(()),
             Ok(ChunkReply::Chunk(got)) => Err(FetchError::Protocol(format!(
                 "asked for chunk {hash}, got a CHUNK labelled {got}"

@@ -17,6 +17,7 @@
 pub mod plan;
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::io;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -152,11 +153,11 @@ impl Report {
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
     /// Some chunks could not be had from any peer.
-    #[error("{} could not be downloaded from any peer: {}", chunk_list(.missing), .why.join("; "))]
+    #[error("{} could not be downloaded from any peer: {}", chunk_list(.missing), Reasons(.why))]
     Incomplete {
         /// Chunk indexes (file order) still missing.
         missing: Vec<usize>,
-        /// What went wrong, per peer and per chunk.
+        /// What went wrong: why each dropped peer was dropped, then per chunk.
         why: Vec<String>,
         /// The partial report.
         report: Box<Report>,
@@ -179,15 +180,35 @@ pub enum DownloadError {
     },
 }
 
+/// The first few reasons of an [`DownloadError::Incomplete`]: with 65,535 chunks failing
+/// alike, listing every one would make an error line of megabytes. Peers' drop reasons
+/// come first, so they are always shown; each fetch failure is also logged as a warning
+/// when it happens.
+struct Reasons<'a>(&'a [String]);
+
+/// How many reasons [`Reasons`] shows.
+const REASONS_SHOWN: usize = 6;
+
+impl fmt::Display for Reasons<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown = self.0.len().min(REASONS_SHOWN);
+        f.write_str(&self.0[..shown].join("; "))?;
+        if self.0.len() > shown {
+            write!(f, "; and {} more", self.0.len() - shown)?;
+        }
+        Ok(())
+    }
+}
+
+/// `chunk 3 (<hash>)`, or `chunk 3/7 (<hash>)` for a content at several positions.
+fn piece_label(indexes: &[usize], hash: &ChunkHash) -> String {
+    let idx: Vec<String> = indexes.iter().map(|i| i.to_string()).collect();
+    format!("chunk {} ({hash})", idx.join("/"))
+}
+
 fn chunk_list(idx: &[usize]) -> String {
-    let shown: Vec<String> = idx.iter().take(20).map(|i| i.to_string()).collect();
-    let more = if idx.len() > 20 {
-        format!(" and {} more", idx.len() - 20)
-    } else {
-        String::new()
-    };
     let noun = if idx.len() == 1 { "chunk" } else { "chunks" };
-    format!("{noun} {}{more}", shown.join(", "))
+    format!("{noun} {}", crate::chunker::IndexList(idx))
 }
 
 /// One unique chunk content: several file positions may share a hash (zero-filled
@@ -329,6 +350,8 @@ fn group_pieces(plan: &Plan) -> Vec<Piece> {
 struct Coordinator {
     pieces: Vec<Piece>,
     peers: Vec<PeerState>,
+    /// Pieces in state Pending (see [`Coordinator::set_state`]).
+    pending: usize,
     in_flight: usize,
     retries: usize,
     bytes: u64,
@@ -355,10 +378,15 @@ impl Coordinator {
                 },
             })
             .collect();
-        // A piece with no source at all fails at once.
+        // A piece with no source at all fails at once, and the error says so.
+        let mut why = Vec::new();
         for p in &mut pieces {
             if p.candidates.is_empty() && p.state == PieceState::Pending {
                 p.state = PieceState::Failed;
+                why.push(format!(
+                    "{}: no usable peer listed",
+                    piece_label(&p.indexes, &p.hash)
+                ));
             }
         }
         // Rarest first: pieces only one peer has go before shared ones, so that the
@@ -372,22 +400,34 @@ impl Coordinator {
                 }
             }
         }
+        let pending = pieces
+            .iter()
+            .filter(|p| p.state == PieceState::Pending)
+            .count();
         Coordinator {
             pieces,
             peers,
+            pending,
             in_flight: 0,
             retries: 0,
             bytes: 0,
-            why: Vec::new(),
+            why,
             max_bad,
         }
     }
 
-    fn pending(&self) -> usize {
-        self.pieces
-            .iter()
-            .filter(|p| p.state == PieceState::Pending)
-            .count()
+    /// Moves a piece to `state`, keeping the count of pending pieces. The count is kept
+    /// rather than recounted after every event: recounting made a 65,535-chunk download
+    /// quadratic (billions of steps).
+    fn set_state(&mut self, id: PieceId, state: PieceState) {
+        let piece = &mut self.pieces[id];
+        let was = piece.state == PieceState::Pending;
+        piece.state = state;
+        match (was, state == PieceState::Pending) {
+            (true, false) => self.pending -= 1,
+            (false, true) => self.pending += 1,
+            _ => {}
+        }
     }
 
     fn run<'s, 'e: 's>(
@@ -406,7 +446,7 @@ impl Coordinator {
             pool_tx.send(Vec::new()).expect("pool has room");
         }
         let (verify_tx, verify_rx) = bounded::<VerifyJob>(n_bufs);
-        let mut remaining = self.pending();
+        let mut remaining = self.pending;
         if remaining > 0 {
             let n_verifiers = opts.verifiers.clamp(1, plan.peers.len().max(1));
             for _ in 0..n_verifiers {
@@ -435,7 +475,7 @@ impl Coordinator {
                 Event::Idle(p) => self.peers[p].idle = true,
                 Event::Verified(id, p, n) => {
                     self.in_flight -= 1;
-                    self.pieces[id].state = PieceState::Done;
+                    self.set_state(id, PieceState::Done);
                     let peer = &mut self.peers[p];
                     peer.bad_in_a_row = 0;
                     peer.report.chunks += self.pieces[id].indexes.len();
@@ -459,7 +499,10 @@ impl Coordinator {
                     self.give_up_piece_on(id, p);
                     self.peers[p].bad_in_a_row += 1;
                     if self.peers[p].bad_in_a_row >= self.max_bad {
-                        let why = format!("{} bad chunks in a row", self.peers[p].bad_in_a_row);
+                        let why = format!(
+                            "{} bad chunks in a row (the last: {why})",
+                            self.peers[p].bad_in_a_row
+                        );
                         self.drop_peer(p, why);
                     }
                 }
@@ -481,7 +524,7 @@ impl Coordinator {
                 }
             }
             self.assign_idle();
-            remaining = self.pending();
+            remaining = self.pending;
         }
         self.stop_workers();
         let missing: Vec<usize> = {
@@ -504,12 +547,18 @@ impl Coordinator {
         if missing.is_empty() {
             Ok(report)
         } else {
-            let mut why = std::mem::take(&mut self.why);
-            for p in &self.peers {
-                if let Some(d) = &p.dropped_reason() {
-                    why.push(format!("{}: dropped: {d}", p.report.label));
-                }
-            }
+            let mut why: Vec<String> = self
+                .peers
+                .iter()
+                .filter_map(|p| {
+                    Some(format!(
+                        "{}: dropped: {}",
+                        p.report.label,
+                        p.dropped_reason()?
+                    ))
+                })
+                .collect();
+            why.append(&mut self.why);
             Err(DownloadError::Incomplete {
                 missing,
                 why,
@@ -537,20 +586,19 @@ impl Coordinator {
     /// Makes a piece pending again for its remaining candidates (it fails if none is
     /// left). `retry` says whether this counts as a repeated fetch in the report.
     fn requeue(&mut self, id: PieceId, retry: bool) {
-        let piece = &mut self.pieces[id];
-        if piece.candidates.is_empty() {
-            piece.state = PieceState::Failed;
-            let idx: Vec<String> = piece.indexes.iter().map(|i| i.to_string()).collect();
-            self.why.push(format!(
-                "chunk {} ({}): no peer left that has it",
-                idx.join("/"),
-                piece.hash
-            ));
+        if self.pieces[id].candidates.is_empty() {
+            self.set_state(id, PieceState::Failed);
+            let piece = &self.pieces[id];
+            let why = format!(
+                "{}: no peer left that has it",
+                piece_label(&piece.indexes, &piece.hash)
+            );
+            self.why.push(why);
             return;
         }
-        piece.state = PieceState::Pending;
+        self.set_state(id, PieceState::Pending);
         self.retries += usize::from(retry);
-        for &c in &piece.candidates {
+        for &c in &self.pieces[id].candidates {
             self.peers[c].retry.push_back(id);
         }
     }
@@ -609,7 +657,7 @@ impl Coordinator {
                 .as_ref()
                 .is_some_and(|tx| tx.send(Assignment::Fetch(id, hash)).is_ok());
             if sent {
-                self.pieces[id].state = PieceState::InFlight;
+                self.set_state(id, PieceState::InFlight);
                 self.peers[p].idle = false;
                 self.in_flight += 1;
             } else {
@@ -679,6 +727,7 @@ fn worker(
             }
             Err(e) => {
                 let broken = e.breaks_connection();
+                let failure = e.to_string();
                 let ev = match e {
                     FetchError::NotFound => Event::NotFound(piece, id),
                     FetchError::Refused(why) => Event::Bad(piece, id, format!("answered {why}")),
@@ -691,7 +740,7 @@ fn worker(
                     if reconnected {
                         let _ = events.send(Event::PeerDead(
                             id,
-                            "failed again after reconnecting".into(),
+                            format!("failed again after reconnecting: {failure}"),
                         ));
                         return;
                     }

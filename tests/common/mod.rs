@@ -180,36 +180,18 @@ impl System {
         addr: SocketAddrV4,
         rust_log: &str,
     ) -> usize {
-        let log = self.root().join(format!("{label}.log"));
-        let child = Command::new(bin(program))
-            .arg("--root")
-            .arg(self.root())
-            .args(extra)
-            .env("RUST_LOG", rust_log)
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        self.procs.push(Proc {
-            name: label.to_string(),
-            child,
-            log,
-        });
+        let proc = self.spawn_with_log(label, program, extra, rust_log);
+        self.procs.push(proc);
         wait_listening(addr);
         self.procs.len() - 1
     }
 
-    /// Starts alice, bob (or every peer in peers.ini) and the tracker. The tracker
-    /// answers DISCOVER_TRACKER (UDP 0.0.0.0:9000) only inside a private network
-    /// namespace (see [`in_private_netns`]): in the host's, it would listen on the real
-    /// interfaces too, so it runs with `--no-udp` there.
+    /// Starts alice, bob (or every peer in peers.ini) and the tracker (which answers
+    /// DISCOVER_TRACKER only inside a private network namespace: see
+    /// [`System::spawn_with_log`]).
     pub fn start_all(&mut self) {
         self.start_peers();
-        if is_private_netns() {
-            self.start("tracker", "tracker", &[]);
-        } else {
-            self.start("tracker", "tracker", &["--no-udp"]);
-        }
+        self.start("tracker", "tracker", &[]);
     }
 
     /// Starts alice, bob (or every peer in peers.ini), not the tracker.
@@ -235,18 +217,42 @@ impl System {
 
     /// Starts charlie without waiting.
     pub fn spawn_charlie(&self, args: &[&str]) -> Proc {
-        let log = self.root().join("charlie.log");
-        let child = Command::new(bin("charlie"))
+        self.spawn_logged("charlie", "charlie", args)
+    }
+
+    /// Starts `program --root <root> args...` with debug logs in `<root>/<label>.log`.
+    pub fn spawn_logged(&self, label: &str, program: &str, args: &[&str]) -> Proc {
+        self.spawn_with_log(label, program, args, "debug")
+    }
+
+    /// Like [`System::spawn_logged`] with the given `RUST_LOG`.
+    ///
+    /// A tracker started outside a private network namespace gets `--no-udp`: in the
+    /// host's namespace it would listen on UDP 0.0.0.0:9000, on the real interfaces
+    /// too. Inside [`in_private_netns`] it answers DISCOVER_TRACKER as usual.
+    pub fn spawn_with_log(
+        &self,
+        label: &str,
+        program: &str,
+        args: &[&str],
+        rust_log: &str,
+    ) -> Proc {
+        let log = self.root().join(format!("{label}.log"));
+        let mut args = args.to_vec();
+        if program == "tracker" && !is_private_netns() && !args.contains(&"--no-udp") {
+            args.push("--no-udp");
+        }
+        let child = Command::new(bin(program))
             .arg("--root")
             .arg(self.root())
-            .args(args)
-            .env("RUST_LOG", "debug")
+            .args(&args)
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
         Proc {
-            name: "charlie".into(),
+            name: label.to_string(),
             child,
             log,
         }
@@ -323,6 +329,66 @@ pub fn stderr(o: &Output) -> String {
 
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Bytes from hex digits; whitespace is skipped, anything else is a typo in the test.
+pub fn hex(s: &str) -> Vec<u8> {
+    let digits: Vec<u8> = s
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .map(|c| c.to_digit(16).unwrap_or_else(|| panic!("{c:?} in {s:?}")) as u8)
+        .collect();
+    assert_eq!(digits.len() % 2, 0, "odd number of hex digits in {s:?}");
+    digits.chunks(2).map(|p| p[0] << 4 | p[1]).collect()
+}
+
+/// A numeric field of `/proc/<pid>/status` (`Threads`, or `VmRSS`/`VmHWM` in KiB); `None`
+/// once the process is gone.
+pub fn proc_status(pid: u32, field: &str) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find(|l| l.starts_with(&format!("{field}:")))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Threads of a running process.
+pub fn threads(pid: u32) -> u64 {
+    proc_status(pid, "Threads").expect("process is running")
+}
+
+/// Waits up to `limit` until process `pid` has exactly `want` threads (a server's
+/// connection threads have ended); returns the last count seen.
+pub fn wait_threads(pid: u32, want: u64, limit: Duration) -> u64 {
+    let end = Instant::now() + limit;
+    loop {
+        let n = threads(pid);
+        if n == want || Instant::now() > end {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Raises this process's soft open-file limit to at least `want` (up to the hard limit;
+/// children such as servers inherit it). Panics if the hard limit is too low.
+pub fn raise_fd_limit(want: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read or write the struct we pass.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        if lim.rlim_cur >= want {
+            return;
+        }
+        assert!(
+            lim.rlim_max >= want,
+            "hard open-file limit {} is below the {want} this test needs",
+            lim.rlim_max
+        );
+        lim.rlim_cur = want;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+    }
 }
 
 /// Fails the test with a clear message unless it runs as root (network namespaces need
