@@ -35,7 +35,8 @@
 # Needs root (namespaces, veth, bridge). Never touches the host's own interfaces,
 # routes or firewall: every link, address, route, qdisc and nftables rule is created
 # inside the lab's own namespaces (`ip -n NS ...`, `ip netns exec NS ...`), and
-# deleting the namespaces deletes all of them.
+# deleting the namespaces deletes all of them. Only a SIGKILL can leave some behind:
+# `ip netns list` shows them as swl<pid>-*, and `ip netns del NAME` removes each.
 set -euo pipefail
 
 peers=2
