@@ -33,8 +33,8 @@
 #   --keep             keep the lab's files (logs, chunks) instead of deleting them
 #
 # Needs root (namespaces, veth, bridge). Never touches the host's own interfaces,
-# routes or firewall: every link, address, route, qdisc and nftables rule is created
-# inside the lab's own namespaces (`ip -n NS ...`, `ip netns exec NS ...`), and
+# routes or firewall: every link, address, route, qdisc and nftables or iptables rule is
+# created inside the lab's own namespaces (`ip -n NS ...`, `ip netns exec NS ...`), and
 # deleting the namespaces deletes all of them. Only a SIGKILL can leave some behind:
 # `ip netns list` shows them as swl<pid>-*, and `ip netns del NAME` removes each.
 set -euo pipefail
