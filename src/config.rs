@@ -59,25 +59,30 @@ struct IniFile {
     ini: Ini,
 }
 
-impl IniFile {
-    fn load(path: &Path) -> Result<Self, ConfigError> {
-        let shown = display_path(path);
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: shown.clone(),
-            source,
-        })?;
-        Self::parse(shown, text)
-    }
+/// Reads a whole configuration file; returns the path as shown in messages and the text.
+fn read_text(path: &Path) -> Result<(String, String), ConfigError> {
+    let shown = display_path(path);
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: shown.clone(),
+        source,
+    })?;
+    Ok((shown, text))
+}
 
-    fn parse(path: String, text: String) -> Result<Self, ConfigError> {
+impl IniFile {
+    fn parse(path: &str, text: &str) -> Result<Self, ConfigError> {
         // Case-sensitive: section names are peer names, and Python's configparser keeps
         // section case too.
         let mut ini = Ini::new_cs();
-        ini.read(text).map_err(|msg| ConfigError::Syntax {
-            path: path.clone(),
-            msg,
-        })?;
-        Ok(IniFile { path, ini })
+        ini.read(text.to_string())
+            .map_err(|msg| ConfigError::Syntax {
+                path: path.to_string(),
+                msg,
+            })?;
+        Ok(IniFile {
+            path: path.to_string(),
+            ini,
+        })
     }
 
     fn err(&self, section: &str, key: &str, msg: impl fmt::Display) -> ConfigError {
@@ -108,11 +113,15 @@ impl IniFile {
     }
 }
 
-fn write_ini(path: &Path, ini: &Ini) -> Result<(), ConfigError> {
+/// The text of `ini` in the course's style (`key = value`, a blank line between sections).
+fn ini_text(ini: &Ini) -> String {
     let mut opts = WriteOptions::new();
     opts.space_around_delimiters = true;
     opts.blank_lines_between_sections = 1;
-    let text = ini.pretty_writes(&opts);
+    ini.pretty_writes(&opts)
+}
+
+fn write_text(path: &Path, text: &str) -> Result<(), ConfigError> {
     write_atomic(path, |f| io::Write::write_all(f, text.as_bytes())).map_err(|source| {
         ConfigError::Io {
             path: display_path(path),
@@ -148,7 +157,14 @@ impl PeersConfig {
 
     /// Reads a peers.ini. Every section needs `ip_address` (IPv4) and `port_number`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let f = IniFile::load(path)?;
+        let (shown, text) = read_text(path)?;
+        Self::parse(&text, &shown)
+    }
+
+    /// Parses the text of a peers.ini, as [`PeersConfig::load`] does; `path` only names the
+    /// file in error messages.
+    pub fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
+        let f = IniFile::parse(path, text)?;
         let mut entries = Vec::new();
         for section in f.ini.sections() {
             let ip = f.parse_value(&section, "ip_address", "an IPv4 address", |v| {
@@ -163,12 +179,17 @@ impl PeersConfig {
 
     /// Writes the file atomically, sections in order.
     pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
+        write_text(path, &self.to_text())
+    }
+
+    /// The text [`PeersConfig::save`] writes; [`PeersConfig::parse`] reads it back.
+    pub fn to_text(&self) -> String {
         let mut ini = Ini::new_cs();
         for (name, addr) in &self.entries {
             ini.set(name, "ip_address", Some(addr.ip().to_string()));
             ini.set(name, "port_number", Some(addr.port().to_string()));
         }
-        write_ini(path, &ini)
+        ini_text(&ini)
     }
 
     /// The address of a named entry.
@@ -226,7 +247,14 @@ impl FileManifest {
     /// Reads a file.ini: `[description] filename, chunks_count`, then `[chunks]` and
     /// `[chunks_peers]` keyed `0 .. chunks_count-1`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let f = IniFile::load(path)?;
+        let (shown, text) = read_text(path)?;
+        Self::parse(&text, &shown)
+    }
+
+    /// Parses the text of a file.ini, as [`FileManifest::load`] does; `path` only names the
+    /// file in error messages.
+    pub fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
+        let f = IniFile::parse(path, text)?;
         let filename = f.get(DESCRIPTION, "filename")?;
         if filename.is_empty() {
             return Err(f.err(DESCRIPTION, "filename", "empty"));
@@ -234,8 +262,11 @@ impl FileManifest {
         let count = f.parse_value(DESCRIPTION, "chunks_count", "a chunk count", |v| {
             v.parse::<usize>().ok()
         })?;
-        // Bound the allocation by what the file can hold, not by what it claims.
-        let mut chunks = Vec::with_capacity(count.min(1 << 16));
+        // Never trust the count for allocation: every chunk needs its own key in [chunks],
+        // so the file cannot describe more chunks than that section has entries (a
+        // 40-byte file claiming 10^18 chunks reserves nothing and fails at key 0).
+        let listed = f.ini.get_map_ref().get(CHUNKS).map_or(0, |m| m.len());
+        let mut chunks = Vec::with_capacity(count.min(listed));
         for i in 0..count {
             let key = i.to_string();
             let hash = f.parse_value(CHUNKS, &key, "a SHA-1 hash", |v| {
@@ -257,6 +288,11 @@ impl FileManifest {
 
     /// Writes the file atomically in the course's layout (names joined by `", "`).
     pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
+        write_text(path, &self.to_text())
+    }
+
+    /// The text [`FileManifest::save`] writes; [`FileManifest::parse`] reads it back.
+    pub fn to_text(&self) -> String {
         let mut ini = Ini::new_cs();
         ini.set(DESCRIPTION, "filename", Some(self.filename.clone()));
         ini.set(
@@ -270,7 +306,7 @@ impl FileManifest {
         for (i, c) in self.chunks.iter().enumerate() {
             ini.set(CHUNKS_PEERS, &i.to_string(), Some(c.peers.join(", ")));
         }
-        write_ini(path, &ini)
+        ini_text(&ini)
     }
 }
 
