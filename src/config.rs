@@ -53,31 +53,59 @@ pub enum ConfigError {
     },
 }
 
+/// The section under which configparser files keys that come before any `[section]`
+/// header. No header can produce this name (a line never holds a newline), so that a peer
+/// named `default` (configparser's own choice here) is an ordinary section, written with
+/// its header like any other.
+const OUTSIDE_SECTIONS: &str = "\n";
+
+/// The INI reader and writer of both files. Section and key names are case-sensitive
+/// (section names are peer names, and Python's configparser keeps section case too). As
+/// in Python's configparser, which the course's scripts use, `#` and `;` start a comment
+/// only at the start of a line: `filename = a#1.bin` is the file `a#1.bin`.
+fn new_ini() -> Ini {
+    let mut ini = Ini::new_cs();
+    ini.set_inline_comment_symbols(Some(&[]));
+    ini.set_default_section(OUTSIDE_SECTIONS);
+    ini
+}
+
 /// Reading helper that remembers which file it reads, for error messages.
 struct IniFile {
     path: String,
     ini: Ini,
 }
 
-impl IniFile {
-    fn load(path: &Path) -> Result<Self, ConfigError> {
-        let shown = display_path(path);
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: shown.clone(),
-            source,
-        })?;
-        Self::parse(shown, text)
-    }
+/// Reads a whole configuration file; returns the path as shown in messages and the text.
+fn read_text(path: &Path) -> Result<(String, String), ConfigError> {
+    let shown = display_path(path);
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: shown.clone(),
+        source,
+    })?;
+    Ok((shown, text))
+}
 
-    fn parse(path: String, text: String) -> Result<Self, ConfigError> {
-        // Case-sensitive: section names are peer names, and Python's configparser keeps
-        // section case too.
-        let mut ini = Ini::new_cs();
-        ini.read(text).map_err(|msg| ConfigError::Syntax {
-            path: path.clone(),
-            msg,
-        })?;
-        Ok(IniFile { path, ini })
+impl IniFile {
+    fn parse(path: &str, text: &str) -> Result<Self, ConfigError> {
+        let mut ini = new_ini();
+        ini.read(text.to_string())
+            .map_err(|msg| ConfigError::Syntax {
+                path: path.to_string(),
+                msg,
+            })?;
+        // Python's configparser rejects such a file too (MissingSectionHeaderError).
+        if let Some(keys) = ini.get_map_ref().get(OUTSIDE_SECTIONS) {
+            let key = keys.keys().next().map_or("", String::as_str);
+            return Err(ConfigError::Syntax {
+                path: path.to_string(),
+                msg: format!("key {key:?} comes before the first [section]"),
+            });
+        }
+        Ok(IniFile {
+            path: path.to_string(),
+            ini,
+        })
     }
 
     fn err(&self, section: &str, key: &str, msg: impl fmt::Display) -> ConfigError {
@@ -108,11 +136,15 @@ impl IniFile {
     }
 }
 
-fn write_ini(path: &Path, ini: &Ini) -> Result<(), ConfigError> {
+/// The text of `ini` in the course's style (`key = value`, a blank line between sections).
+fn ini_text(ini: &Ini) -> String {
     let mut opts = WriteOptions::new();
     opts.space_around_delimiters = true;
     opts.blank_lines_between_sections = 1;
-    let text = ini.pretty_writes(&opts);
+    ini.pretty_writes(&opts)
+}
+
+fn write_text(path: &Path, text: &str) -> Result<(), ConfigError> {
     write_atomic(path, |f| io::Write::write_all(f, text.as_bytes())).map_err(|source| {
         ConfigError::Io {
             path: display_path(path),
@@ -148,7 +180,14 @@ impl PeersConfig {
 
     /// Reads a peers.ini. Every section needs `ip_address` (IPv4) and `port_number`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let f = IniFile::load(path)?;
+        let (shown, text) = read_text(path)?;
+        Self::parse(&text, &shown)
+    }
+
+    /// Parses the text of a peers.ini, as [`PeersConfig::load`] does; `path` only names the
+    /// file in error messages.
+    pub fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
+        let f = IniFile::parse(path, text)?;
         let mut entries = Vec::new();
         for section in f.ini.sections() {
             let ip = f.parse_value(&section, "ip_address", "an IPv4 address", |v| {
@@ -163,12 +202,17 @@ impl PeersConfig {
 
     /// Writes the file atomically, sections in order.
     pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
-        let mut ini = Ini::new_cs();
+        write_text(path, &self.to_text())
+    }
+
+    /// The text [`PeersConfig::save`] writes; [`PeersConfig::parse`] reads it back.
+    pub fn to_text(&self) -> String {
+        let mut ini = new_ini();
         for (name, addr) in &self.entries {
             ini.set(name, "ip_address", Some(addr.ip().to_string()));
             ini.set(name, "port_number", Some(addr.port().to_string()));
         }
-        write_ini(path, &ini)
+        ini_text(&ini)
     }
 
     /// The address of a named entry.
@@ -226,7 +270,14 @@ impl FileManifest {
     /// Reads a file.ini: `[description] filename, chunks_count`, then `[chunks]` and
     /// `[chunks_peers]` keyed `0 .. chunks_count-1`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let f = IniFile::load(path)?;
+        let (shown, text) = read_text(path)?;
+        Self::parse(&text, &shown)
+    }
+
+    /// Parses the text of a file.ini, as [`FileManifest::load`] does; `path` only names the
+    /// file in error messages.
+    pub fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
+        let f = IniFile::parse(path, text)?;
         let filename = f.get(DESCRIPTION, "filename")?;
         if filename.is_empty() {
             return Err(f.err(DESCRIPTION, "filename", "empty"));
@@ -234,8 +285,11 @@ impl FileManifest {
         let count = f.parse_value(DESCRIPTION, "chunks_count", "a chunk count", |v| {
             v.parse::<usize>().ok()
         })?;
-        // Bound the allocation by what the file can hold, not by what it claims.
-        let mut chunks = Vec::with_capacity(count.min(1 << 16));
+        // Never trust the count for allocation: every chunk needs its own key in [chunks],
+        // so the file cannot describe more chunks than that section has entries (a
+        // 40-byte file claiming 10^18 chunks reserves nothing and fails at key 0).
+        let listed = f.ini.get_map_ref().get(CHUNKS).map_or(0, |m| m.len());
+        let mut chunks = Vec::with_capacity(count.min(listed));
         for i in 0..count {
             let key = i.to_string();
             let hash = f.parse_value(CHUNKS, &key, "a SHA-1 hash", |v| {
@@ -257,7 +311,12 @@ impl FileManifest {
 
     /// Writes the file atomically in the course's layout (names joined by `", "`).
     pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
-        let mut ini = Ini::new_cs();
+        write_text(path, &self.to_text())
+    }
+
+    /// The text [`FileManifest::save`] writes; [`FileManifest::parse`] reads it back.
+    pub fn to_text(&self) -> String {
+        let mut ini = new_ini();
         ini.set(DESCRIPTION, "filename", Some(self.filename.clone()));
         ini.set(
             DESCRIPTION,
@@ -270,7 +329,7 @@ impl FileManifest {
         for (i, c) in self.chunks.iter().enumerate() {
             ini.set(CHUNKS_PEERS, &i.to_string(), Some(c.peers.join(", ")));
         }
-        write_ini(path, &ini)
+        ini_text(&ini)
     }
 }
 
@@ -325,5 +384,66 @@ mod tests {
             "{text}"
         );
         assert_eq!(FileManifest::load(&p).unwrap(), m);
+    }
+
+    /// Found by tests/config_props.rs: `#` and `;` inside a value or a section name were
+    /// read as the start of an inline comment, so `filename = a#1.bin` (which Python's
+    /// configparser reads whole) was read as `a`, and a saved section `[x;y]` did not load.
+    #[test]
+    fn comment_characters_inside_values_and_names() {
+        let text = "[description]\nfilename = a#1;b.bin\nchunks_count = 1\n\
+                    [chunks]\n0 = 0000000000000000000000000000000000000000\n\
+                    [chunks_peers]\n0 = x;y, #z\n";
+        let m = FileManifest::parse(text, "file.ini").unwrap();
+        assert_eq!(m.filename, "a#1;b.bin");
+        assert_eq!(m.chunks[0].peers, ["x;y", "#z"]);
+        assert_eq!(FileManifest::parse(&m.to_text(), "file.ini").unwrap(), m);
+
+        let lo = Ipv4Addr::LOCALHOST;
+        let c = PeersConfig::from_entries(vec![("x;y#".into(), SocketAddrV4::new(lo, 1))]);
+        assert_eq!(PeersConfig::parse(&c.to_text(), "peers.ini").unwrap(), c);
+        // A comment line is still a comment.
+        let p =
+            PeersConfig::parse("# c\n; c\n[a]\nip_address=1.2.3.4\nport_number=5\n", "p").unwrap();
+        assert_eq!(p.entries().len(), 1);
+    }
+
+    /// Found by tests/config_props.rs: configparser filed a section named `default` as its
+    /// headerless default section, so a peer named `default` was written first without a
+    /// `[default]` header (unreadable by Python, and out of order when read back).
+    #[test]
+    fn peer_named_default_is_an_ordinary_section() {
+        let lo = Ipv4Addr::LOCALHOST;
+        let c = PeersConfig::from_entries(vec![
+            ("tracker".into(), SocketAddrV4::new(lo, 8000)),
+            ("default".into(), SocketAddrV4::new(lo, 8001)),
+        ]);
+        let text = c.to_text();
+        assert!(
+            text.contains("[default]\nip_address = 127.0.0.1\n"),
+            "{text}"
+        );
+        assert_eq!(PeersConfig::parse(&text, "peers.ini").unwrap(), c);
+    }
+
+    #[test]
+    fn keys_before_the_first_section_are_rejected() {
+        let e = PeersConfig::parse("ip_address = 1.2.3.4\n[a]\n", "config/peers.ini")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "config/peers.ini: key \"ip_address\" comes before the first [section]"
+        );
+        assert!(FileManifest::parse("filename = x\n", "f").is_err());
+    }
+
+    #[test]
+    fn huge_chunks_count_reserves_nothing_and_fails() {
+        let text = "[description]\nfilename = x\nchunks_count = 18446744073709551615\n";
+        let e = FileManifest::parse(text, "file.ini")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "file.ini: [chunks] 0: missing");
     }
 }
