@@ -117,9 +117,18 @@ impl IniFile {
         }
     }
 
+    /// A value, with the key matched without regard to ASCII case: Python's configparser
+    /// lowercases keys (but not sections), so `IP_ADDRESS = ...` written by another
+    /// group's tools means `ip_address`.
     fn get(&self, section: &str, key: &str) -> Result<String, ConfigError> {
         self.ini
-            .get(section, key)
+            .get_map_ref()
+            .get(section)
+            .and_then(|keys| {
+                keys.iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                    .and_then(|(_, v)| v.as_deref())
+            })
             .map(|v| v.trim().to_string())
             .ok_or_else(|| self.err(section, key, "missing"))
     }
@@ -445,5 +454,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(e, "file.ini: [chunks] 0: missing");
+    }
+
+    #[test]
+    fn keys_match_without_regard_to_case_like_python() {
+        let text = "[Alice]\nIP_Address = 10.0.0.2\nPORT_NUMBER = 8001\n";
+        let c = PeersConfig::parse(text, "peers.ini").unwrap();
+        // Sections keep their case (Python's configparser does too).
+        assert_eq!(c.get("Alice").unwrap().to_string(), "10.0.0.2:8001");
+        assert!(c.get("alice").is_none());
     }
 }
