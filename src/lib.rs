@@ -3,6 +3,7 @@
 //! See `docs/ARCHITECTURE.md` for the map of modules, threads and channels.
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod chunker;
 pub mod cli;
 pub mod config;

@@ -1,0 +1,249 @@
+#!/usr/bin/env bash
+# Benchmark: how fast charlie moves a file, against this machine's ceiling measured in
+# the same run. Builds the release binaries, makes a random file in a temporary root on
+# tmpfs (/dev/shm, so the disk does not decide), and for each chunk size starts alice,
+# bob and the tracker on free loopback ports, then REPEAT times measures side by side:
+# the ceiling (`bench sink`: the file over one loopback TCP connection into a file on
+# the same tmpfs), one core's SHA-1 rate, and `charlie --step 2` (wall, CPU, peak RSS by
+# wait4; the peers' CPU and peak RSS from /proc). Then: charlie's peak RSS on a file
+# BIG times larger, the tracker under many GET_FILE_INFO clients (65,535 chunks), one
+# peer under 50 downloaders, and step-3 discovery latency. Prints the tables (median,
+# min-max, ratios) and writes them into docs/BENCHMARKS.md between its markers.
+#
+# Usage: scripts/bench.sh [--size 1G] [--repeat 3] [--chunks "512K 1M 2M"]
+#                         [--big-size 4G|0] [--no-docs] [--keep]
+# Sizes take K, M, G (powers of 2). --big-size defaults to 4 x --size; 0 skips it.
+set -euo pipefail
+
+size=1G
+repeat=3
+chunks="512K 1M 2M"
+big=""
+docs=1
+keep=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --size) size=$2; shift 2 ;;
+    --repeat) repeat=$2; shift 2 ;;
+    --chunks) chunks=$2; shift 2 ;;
+    --big-size) big=$2; shift 2 ;;
+    --no-docs) docs=0; shift ;;
+    --keep) keep=1; shift ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+
+bytes() {
+  local v=$1 n
+  n=${v%[KkMmGg]}
+  case "$v" in
+    *[Kk]) echo $((n * 1024)) ;;
+    *[Mm]) echo $((n * 1024 * 1024)) ;;
+    *[Gg]) echo $((n * 1024 * 1024 * 1024)) ;;
+    *) echo "$v" ;;
+  esac
+}
+size=$(bytes "$size")
+big=$([ -n "$big" ] && bytes "$big" || echo $((size * 4)))
+[ "$repeat" -ge 1 ] || { echo "bench.sh: --repeat must be at least 1" >&2; exit 2; }
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+echo "== building (release)"
+cargo build --release --quiet
+bin="$here/target/release"
+
+shm=/dev/shm
+[ -d "$shm" ] && [ -w "$shm" ] || { echo "bench.sh: $shm is not writable" >&2; exit 1; }
+work=$(mktemp -d "$shm/swarmlet-bench.XXXXXX")
+results="$work/results.txt"
+pids=()
+cleanup() {
+  local p
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  if [ "$keep" = 1 ]; then echo "== kept $work"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A loopback port nothing listens on (checked with bash's /dev/tcp).
+free_port() {
+  local p
+  for _ in $(seq 1 200); do
+    p=$((20000 + RANDOM % 40000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
+  done
+  echo "no free port found" >&2; return 1
+}
+wait_port() {
+  for _ in $(seq 1 200); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  echo "nothing listening on port $1" >&2; return 1
+}
+# Starts a server in the background (logs to $root/NAME.log) and records its pid.
+start() {
+  local name=$1; shift
+  "$@" 2>"$root/$name.log" &
+  pids+=($!)
+  eval "pid_$name=$!"
+}
+# Stops the servers this script started, by pid, and forgets them.
+stop_all() {
+  local p
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  pids=()
+}
+field() { # field KEY LINE: the value of KEY=... in a key=value line
+  sed -n "s/.*[ ^]$1=\([^ ]*\).*/\1/p" <<<" $2"
+}
+new_root() { # new_root DIR: config/peers.ini on free ports, empty chunks/ and files/
+  root=$1
+  mkdir -p "$root/config" "$root/files" "$root/chunks"
+  port_t=$(free_port); port_a=$(free_port); port_b=$(free_port)
+  cat > "$root/config/peers.ini" <<INI
+[tracker]
+ip_address = 127.0.0.1
+port_number = $port_t
+
+[alice]
+ip_address = 127.0.0.1
+port_number = $port_a
+
+[bob]
+ip_address = 127.0.0.1
+port_number = $port_b
+INI
+}
+start_servers() {
+  start alice "$bin/alice" --root "$root"
+  start bob "$bin/bob" --root "$root"
+  start tracker "$bin/tracker" --root "$root"
+  wait_port "$port_a"; wait_port "$port_b"; wait_port "$port_t"
+}
+# Runs charlie --step 2 under wait4; sets $usage (bench exec line) and $dl (the
+# engine's own download time, from charlie's summary line).
+run_charlie() {
+  local out
+  rm -rf "$root/chunks/charlie"
+  out=$("$bin/bench" exec -- "$bin/charlie" --step 2 --root "$root" "$@" 2>>"$root/charlie.log")
+  usage=$(grep '^exec ' <<<"$out")
+  [ "$(field code "$usage")" = 0 ] || { echo "charlie failed: $out" >&2; tail -5 "$root/charlie.log" >&2; exit 1; }
+  dl=$(sed -n 's/.* bytes in \([0-9.]*\) s .*/\1/p' <<<"$out")
+}
+
+cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+sha=$(grep -q -w sha_ni /proc/cpuinfo && echo "SHA-NI" || echo "no SHA-NI")
+echo "machine date=$(date -u +%Y-%m-%dT%H:%MZ) host=\"$(uname -n)\" cores=$(nproc) \
+cpu=\"$cpu_model, $sha\" kernel=$(uname -r) mem_gib=$(awk '/MemTotal/ {printf "%.0f", $2/1048576}' /proc/meminfo) \
+load=\"$(cut -d' ' -f1-3 /proc/loadavg)\" size=$size repeat=$repeat fs=\"tmpfs $shm\"" >> "$results"
+
+# --- Charlie against the ceiling, per chunk size --------------------------------------
+new_root "$work/main"
+echo "== making a random file of $size bytes"
+"$bin/bench" make-file "$root/files/bench.bin" --size "$size" >/dev/null
+first=1
+for c in $chunks; do
+  chunk=$(bytes "$c")
+  echo "== chunks of $chunk bytes"
+  "$bin/create_chunks" bench.bin --root "$root" --chunk-size "$chunk" 2>/dev/null
+  start_servers
+  for rep in $(seq 1 "$repeat"); do
+    sink=$("$bin/bench" sink "$root/files/bench.bin" "$root/sink.out")
+    sha1=$("$bin/bench" sha1 "$root/files/bench.bin")
+    a0=$("$bin/bench" proc "$pid_alice"); b0=$("$bin/bench" proc "$pid_bob")
+    run_charlie
+    a1=$("$bin/bench" proc "$pid_alice"); b1=$("$bin/bench" proc "$pid_bob")
+    if [ "$rep" = 1 ]; then
+      "$bin/check_file" --root "$root" >/dev/null || { echo "charlie's file differs" >&2; exit 1; }
+    fi
+    line="charlie chunk=$chunk rep=$rep bytes=$size wall=$(field wall "$usage") dl=$dl \
+user=$(field user "$usage") sys=$(field sys "$usage") maxrss_kib=$(field maxrss_kib "$usage") \
+alice_cpu=$(awk "BEGIN {print $(field cpu "$a1") - $(field cpu "$a0")}") \
+bob_cpu=$(awk "BEGIN {print $(field cpu "$b1") - $(field cpu "$b0")}") \
+sink_mbps=$(field mbps "$sink") sha1_mbps=$(field mbps "$sha1")"
+    echo "$line" >> "$results"
+    echo "   rep $rep: charlie $(field wall "$usage") s (download $dl s), ceiling $(field secs "$sink") s, \
+SHA-1 $(field mbps "$sha1") MB/s, charlie RSS $(field maxrss_kib "$usage") KiB"
+  done
+  echo "peers chunk=$chunk alice_hwm_kib=$(field hwm_kib "$("$bin/bench" proc "$pid_alice")") \
+bob_hwm_kib=$(field hwm_kib "$("$bin/bench" proc "$pid_bob")")" >> "$results"
+  if [ "$first" = 1 ]; then
+    first=0
+    echo "== one peer, 50 concurrent downloaders ($chunk-byte chunks)"
+    idle=$("$bin/bench" proc "$pid_alice" --reset-peak)
+    load=$("$bin/bench" peer-load "127.0.0.1:$port_a" --chunks-dir "$root/chunks/alice" \
+      --clients 50 --per-client 64 --watch "$pid_alice")
+    echo "$load clients=50 chunk=$chunk idle_hwm_kib=$(field rss_kib "$idle")" >> "$results"
+    echo "   $load"
+    echo "== step-3 discovery"
+    disc=$("$bin/bench" discover --expect "127.0.0.1:$port_t" --wait-ms 1000)
+    echo "$disc" >> "$results"
+    echo "   $disc"
+  fi
+  stop_all
+done
+rm -rf "$work/main"
+
+# --- Charlie's memory against file size ----------------------------------------------
+if [ "$big" -gt 0 ]; then
+  # files/ + alice and bob (4/3 of the file with the thirds rule) + charlie's chunks +
+  # the merged copy, all on tmpfs; the original is deleted once chunked. Keep 2 GiB spare.
+  need_kib=$(( (big / 1024) * 10 / 3 + 2 * 1024 * 1024 ))
+  avail_kib=$(awk '/MemAvailable/ {print $2}' /proc/meminfo)
+  if [ "$avail_kib" -lt "$need_kib" ]; then
+    echo "== skipping the $big-byte memory check: $((avail_kib / 1024)) MiB available, $((need_kib / 1024)) MiB needed"
+  else
+    for s in "$size" "$big"; do
+      echo "== charlie's peak RSS on $s bytes (512 KiB chunks)"
+      new_root "$work/big"
+      "$bin/bench" make-file "$root/files/bench.bin" --size "$s" >/dev/null
+      "$bin/create_chunks" bench.bin --root "$root" --chunk-size 524288 2>/dev/null
+      rm "$root/files/bench.bin"
+      start_servers
+      run_charlie
+      echo "big bytes=$s wall=$(field wall "$usage") dl=$dl maxrss_kib=$(field maxrss_kib "$usage")" >> "$results"
+      echo "   charlie $(field wall "$usage") s, peak RSS $(field maxrss_kib "$usage") KiB"
+      stop_all
+      rm -rf "$work/big"
+    done
+  fi
+fi
+
+# --- The tracker under load: FILE_INFO of 65,535 chunks --------------------------------
+echo "== tracker, 32 concurrent clients, GET_FILE_INFO of 65,535 chunks"
+new_root "$work/tracker"
+"$bin/bench" manifest "$root/config/file.ini" --chunks 65535 >/dev/null
+start tracker "$bin/tracker" --root "$root"
+wait_port "$port_t"
+load=$("$bin/bench" tracker-load "127.0.0.1:$port_t" --clients 32 --requests 20 \
+  --expect-chunks 65535 --watch "$pid_tracker")
+echo "$load clients=32 chunks=65535" >> "$results"
+echo "   $load"
+stop_all
+
+# --- The tables ------------------------------------------------------------------------
+tables=$("$bin/bench" report "$results")
+echo
+echo "$tables"
+cp "$results" "$here/target/bench-results.txt"
+if [ "$docs" = 1 ]; then
+  doc="$here/docs/BENCHMARKS.md"
+  begin='<!-- bench:begin -->'
+  end='<!-- bench:end -->'
+  if [ ! -f "$doc" ] || ! grep -q "$begin" "$doc"; then
+    printf '# Benchmarks\n\n%s\n%s\n' "$begin" "$end" > "$doc"
+  fi
+  tmp=$(mktemp "$work/doc.XXXXXX")
+  printf '%s\n' "$tables" > "$work/tables.md"
+  awk -v b="$begin" -v e="$end" -v t="$work/tables.md" '
+    $0 == b { print; while ((getline l < t) > 0) print l; skip = 1; next }
+    $0 == e { skip = 0 }
+    !skip { print }' "$doc" > "$tmp"
+  cp "$tmp" "$doc"
+  echo "== wrote docs/BENCHMARKS.md (raw results in target/bench-results.txt)"
+fi
