@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::chunker::merge_chunks;
+use crate::chunker::merge_verified_chunks;
 use crate::cli::RootArg;
 use crate::config::{FileManifest, PeersConfig};
 use crate::course::client::{
@@ -16,6 +16,7 @@ use crate::course::client::{
 use crate::course::discovery::{
     DEFAULT_BROADCAST, DEFAULT_TRIES, DEFAULT_WINDOW, DISCOVERY_PORT, DiscoveryConfig, discover,
 };
+use crate::download::assemble::{Assembler, Assembly};
 use crate::download::{self, DownloadError, Options, Plan};
 use crate::root::{Root, display_path};
 use crate::store::ChunkStore;
@@ -142,18 +143,37 @@ pub fn run(args: &CharlieArgs) -> anyhow::Result<()> {
         limits: args.limits(),
     };
     let progress = crate::cli::count_progress(plan.chunks.len() as u64, "charlie");
-    let result = download::download(&plan, &store, &connector, &Options::default(), &progress);
+    let opts = Options::default();
+    // Unless told not to merge, the file is assembled while the chunks arrive.
+    let assembler = (!args.no_merge).then(|| Assembler::new(&store, plan.chunks.len()));
+    let hook = assembler.as_ref().map(|a| a as &dyn download::Verified);
+    let result = download::download_with(&plan, &store, &connector, &opts, &progress, hook);
     progress.finish_and_clear();
     let report = match result {
         Ok(r) => r,
         Err(e @ DownloadError::Incomplete { .. }) => return Err(e.into()),
         Err(e) => return Err(e.into()),
     };
-    if !args.no_merge {
+    if let Some(assembler) = assembler {
         let dest = store.dir().join(&plan.filename);
-        let n = merge_chunks(&store, &plan.chunks, &dest)
-            .with_context(|| format!("cannot merge into {}", display_path(&dest)))?;
-        log::info!("merged {n} bytes into {}", display_path(&dest));
+        let start = std::time::Instant::now();
+        let cannot = || format!("cannot merge into {}", display_path(&dest));
+        let n = match assembler.finish(&plan.chunks, &dest).with_context(cannot)? {
+            Assembly::Done(n) => n,
+            Assembly::Abandoned(why) => {
+                log::info!("merging the chunk files: the file could not be assembled: {why}");
+                // Every chunk of the plan was verified by this run (fetched ones in
+                // memory before being written, resumed ones re-read from disk at the
+                // start): no second hashing.
+                merge_verified_chunks(&store, &plan.chunks, &dest, opts.verifiers)
+                    .with_context(cannot)?
+            }
+        };
+        log::info!(
+            "merged {n} bytes into {} ({:.3} s after the download)",
+            display_path(&dest),
+            start.elapsed().as_secs_f64()
+        );
     }
     println!("{}", report.summary(&plan.filename));
     Ok(())

@@ -14,6 +14,7 @@
 //! A protocol plugs in through [`Connector`] and [`ChunkSource`]: the course protocol's
 //! implementation is in `crate::course::client`.
 
+pub mod assemble;
 pub mod plan;
 
 use std::collections::VecDeque;
@@ -40,6 +41,15 @@ pub trait ChunkSource: Send {
     /// Fetches the chunk named `hash` into `buf` (which it clears first). The content is
     /// *not* verified here: the engine hashes it off the socket thread.
     fn fetch(&mut self, hash: &ChunkHash, buf: &mut Vec<u8>) -> Result<(), FetchError>;
+}
+
+/// Told of every chunk as soon as it is verified and stored, on the verifier's thread,
+/// while its bytes are still in memory: Charlie assembles the final file with them
+/// ([`assemble::Assembler`]) instead of reading every chunk back after the download.
+pub trait Verified: Sync {
+    /// `data` hashes to `hash` and is on disk; `indexes` are the file positions with
+    /// this content. Must not block for long: a verifier waits for it.
+    fn verified(&self, hash: &ChunkHash, indexes: &[usize], data: &[u8]);
 }
 
 /// Why one fetch failed.
@@ -284,6 +294,19 @@ pub fn download(
     opts: &Options,
     progress: &ProgressBar,
 ) -> Result<Report, DownloadError> {
+    download_with(plan, store, connector, opts, progress, None)
+}
+
+/// [`download`], telling `on_verified` of each chunk fetched and verified in this run
+/// (chunks resumed from disk are not reported: they are not in memory).
+pub fn download_with(
+    plan: &Plan,
+    store: &ChunkStore,
+    connector: &dyn Connector,
+    opts: &Options,
+    progress: &ProgressBar,
+    on_verified: Option<&dyn Verified>,
+) -> Result<Report, DownloadError> {
     let start = Instant::now();
     let mut pieces = group_pieces(plan);
     store
@@ -307,8 +330,18 @@ pub fn download(
     progress.set_length(plan.chunks.len() as u64);
     progress.set_position(resumed as u64);
 
+    // The verifiers' read-only view of which file positions each piece fills.
+    let indexes: Vec<Vec<usize>> = pieces.iter().map(|p| p.indexes.clone()).collect();
+    let ctx = Ctx {
+        plan,
+        store,
+        connector,
+        opts,
+        indexes: &indexes,
+        on_verified,
+    };
     let mut coord = Coordinator::new(plan, pieces, opts.max_bad_chunks);
-    let report = thread::scope(|s| coord.run(s, plan, store, connector, opts, progress));
+    let report = thread::scope(|s| coord.run(s, &ctx, progress));
     report.map(|mut r| {
         r.resumed = resumed;
         r.elapsed = start.elapsed();
@@ -345,6 +378,17 @@ fn group_pieces(plan: &Plan) -> Vec<Piece> {
         }
     }
     pieces
+}
+
+/// What the engine's threads share, read-only, for the length of a download.
+struct Ctx<'e> {
+    plan: &'e Plan,
+    store: &'e ChunkStore,
+    connector: &'e dyn Connector,
+    opts: &'e Options,
+    /// File positions of each piece, by piece id.
+    indexes: &'e [Vec<usize>],
+    on_verified: Option<&'e dyn Verified>,
 }
 
 struct Coordinator {
@@ -433,12 +477,10 @@ impl Coordinator {
     fn run<'s, 'e: 's>(
         &mut self,
         s: &'s thread::Scope<'s, 'e>,
-        plan: &'e Plan,
-        store: &'e ChunkStore,
-        connector: &'e dyn Connector,
-        opts: &'e Options,
+        ctx: &'e Ctx<'e>,
         progress: &ProgressBar,
     ) -> Result<Report, DownloadError> {
+        let (plan, connector, opts) = (ctx.plan, ctx.connector, ctx.opts);
         let (events_tx, events) = unbounded::<Event>();
         let n_bufs = plan.peers.len() * opts.buffers_per_peer.max(1);
         let (pool_tx, pool_rx) = bounded::<Vec<u8>>(n_bufs);
@@ -451,7 +493,7 @@ impl Coordinator {
             let n_verifiers = opts.verifiers.clamp(1, plan.peers.len().max(1));
             for _ in 0..n_verifiers {
                 let (rx, ev, pool) = (verify_rx.clone(), events_tx.clone(), pool_tx.clone());
-                s.spawn(move || verifier(store, rx, ev, pool));
+                s.spawn(move || verifier(ctx, rx, ev, pool));
             }
             for (id, peer) in plan.peers.iter().enumerate() {
                 if self.peers[id].queue.is_empty() {
@@ -780,7 +822,7 @@ fn connect_with_retry(
 
 /// A verifier thread: hashes each fetched chunk and writes it atomically if it matches.
 fn verifier(
-    store: &ChunkStore,
+    ctx: &Ctx<'_>,
     jobs: Receiver<VerifyJob>,
     events: Sender<Event>,
     pool: Sender<Vec<u8>>,
@@ -795,8 +837,13 @@ fn verifier(
                 "content does not match its SHA-1".into(),
             )
         } else {
-            match store.write(&job.hash, &job.buf) {
-                Ok(()) => Event::Verified(job.piece, job.peer, job.buf.len() as u64),
+            match ctx.store.write(&job.hash, &job.buf) {
+                Ok(()) => {
+                    if let Some(hook) = ctx.on_verified {
+                        hook.verified(&job.hash, &ctx.indexes[job.piece], &job.buf);
+                    }
+                    Event::Verified(job.piece, job.peer, job.buf.len() as u64)
+                }
                 Err(e) => Event::StoreFailed(job.hash, e),
             }
         };
