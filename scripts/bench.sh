@@ -11,8 +11,10 @@
 # min-max, ratios) and writes them into docs/BENCHMARKS.md between its markers.
 #
 # Usage: scripts/bench.sh [--size 1G] [--repeat 3] [--chunks "512K 1M 2M"]
-#                         [--big-size 4G|0] [--no-docs] [--keep]
+#                         [--big-size 4G|0] [--no-docs] [--keep] [--bin DIR]
 # Sizes take K, M, G (powers of 2). --big-size defaults to 4 x --size; 0 skips it.
+# --bin DIR takes alice, bob, tracker, charlie and create_chunks from DIR (another
+# build, e.g. an older commit's, to compare); the measuring tool is always this tree's.
 set -euo pipefail
 
 size=1G
@@ -21,6 +23,7 @@ chunks="512K 1M 2M"
 big=""
 docs=1
 keep=0
+other_bin=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --size) size=$2; shift 2 ;;
@@ -29,7 +32,8 @@ while [ $# -gt 0 ]; do
     --big-size) big=$2; shift 2 ;;
     --no-docs) docs=0; shift ;;
     --keep) keep=1; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    --bin) other_bin=$(cd "$2" && pwd); shift 2 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -52,7 +56,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 echo "== building (release)"
 cargo build --release --quiet
-bin="$here/target/release"
+tool="$here/target/release/bench"
+bin=${other_bin:-"$here/target/release"}
 
 shm=/dev/shm
 [ -d "$shm" ] && [ -w "$shm" ] || { echo "bench.sh: $shm is not writable" >&2; exit 1; }
@@ -130,22 +135,28 @@ start_servers() {
 run_charlie() {
   local out
   rm -rf "$root/chunks/charlie"
-  out=$("$bin/bench" exec -- "$bin/charlie" --step 2 --root "$root" "$@" 2>>"$root/charlie.log")
+  out=$("$tool" exec -- "$bin/charlie" --step 2 --root "$root" "$@" 2>>"$root/charlie.log")
   usage=$(grep '^exec ' <<<"$out")
   [ "$(field code "$usage")" = 0 ] || { echo "charlie failed: $out" >&2; tail -5 "$root/charlie.log" >&2; exit 1; }
   dl=$(sed -n 's/.* bytes in \([0-9.]*\) s .*/\1/p' <<<"$out")
 }
 
+if [ -n "$other_bin" ]; then
+  build="programs from $other_bin"
+else
+  build="commit $(git -C "$here" describe --always --dirty 2>/dev/null || echo unknown)"
+fi
 cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 sha=$(grep -q -w sha_ni /proc/cpuinfo && echo "SHA-NI" || echo "no SHA-NI")
 echo "machine date=$(date -u +%Y-%m-%dT%H:%MZ) host=\"$(uname -n)\" cores=$(nproc) \
 cpu=\"$cpu_model, $sha\" kernel=$(uname -r) mem_gib=$(awk '/MemTotal/ {printf "%.0f", $2/1048576}' /proc/meminfo) \
-load=\"$(cut -d' ' -f1-3 /proc/loadavg)\" size=$size repeat=$repeat fs=\"tmpfs $shm\"" >> "$results"
+load=\"$(cut -d' ' -f1-3 /proc/loadavg)\" size=$size repeat=$repeat fs=\"tmpfs $shm\" \
+build=\"$build\"" >> "$results"
 
 # --- Charlie against the ceiling, per chunk size --------------------------------------
 new_root "$work/main"
 echo "== making a random file of $size bytes"
-"$bin/bench" make-file "$root/files/bench.bin" --size "$size" >/dev/null
+"$tool" make-file "$root/files/bench.bin" --size "$size" >/dev/null
 first=1
 for c in $chunks; do
   chunk=$(bytes "$c")
@@ -153,11 +164,11 @@ for c in $chunks; do
   "$bin/create_chunks" bench.bin --root "$root" --chunk-size "$chunk" 2>/dev/null
   start_servers
   for rep in $(seq 1 "$repeat"); do
-    sink=$("$bin/bench" sink "$root/files/bench.bin" "$root/sink.out")
-    sha1=$("$bin/bench" sha1 "$root/files/bench.bin")
-    a0=$("$bin/bench" proc "$pid_alice"); b0=$("$bin/bench" proc "$pid_bob")
+    sink=$("$tool" sink "$root/files/bench.bin" "$root/sink.out")
+    sha1=$("$tool" sha1 "$root/files/bench.bin")
+    a0=$("$tool" proc "$pid_alice"); b0=$("$tool" proc "$pid_bob")
     run_charlie
-    a1=$("$bin/bench" proc "$pid_alice"); b1=$("$bin/bench" proc "$pid_bob")
+    a1=$("$tool" proc "$pid_alice"); b1=$("$tool" proc "$pid_bob")
     if [ "$rep" = 1 ]; then
       "$bin/check_file" --root "$root" >/dev/null || { echo "charlie's file differs" >&2; exit 1; }
     fi
@@ -170,18 +181,18 @@ sink_mbps=$(field mbps "$sink") sha1_mbps=$(field mbps "$sha1")"
     echo "   rep $rep: charlie $(field wall "$usage") s (download $dl s), ceiling $(field secs "$sink") s, \
 SHA-1 $(field mbps "$sha1") MB/s, charlie RSS $(field maxrss_kib "$usage") KiB"
   done
-  echo "peers chunk=$chunk alice_hwm_kib=$(field hwm_kib "$("$bin/bench" proc "$pid_alice")") \
-bob_hwm_kib=$(field hwm_kib "$("$bin/bench" proc "$pid_bob")")" >> "$results"
+  echo "peers chunk=$chunk alice_hwm_kib=$(field hwm_kib "$("$tool" proc "$pid_alice")") \
+bob_hwm_kib=$(field hwm_kib "$("$tool" proc "$pid_bob")")" >> "$results"
   if [ "$first" = 1 ]; then
     first=0
     echo "== one peer, 50 concurrent downloaders ($chunk-byte chunks)"
-    idle=$("$bin/bench" proc "$pid_alice" --reset-peak)
-    load=$("$bin/bench" peer-load "127.0.0.1:$port_a" --chunks-dir "$root/chunks/alice" \
+    idle=$("$tool" proc "$pid_alice" --reset-peak)
+    load=$("$tool" peer-load "127.0.0.1:$port_a" --chunks-dir "$root/chunks/alice" \
       --clients 50 --per-client 64 --watch "$pid_alice")
     echo "$load clients=50 chunk=$chunk idle_hwm_kib=$(field rss_kib "$idle")" >> "$results"
     echo "   $load"
     echo "== step-3 discovery"
-    disc=$("$bin/bench" discover --expect "127.0.0.1:$port_t" --wait-ms 1000)
+    disc=$("$tool" discover --expect "127.0.0.1:$port_t" --wait-ms 1000)
     echo "$disc" >> "$results"
     echo "   $disc"
   fi
@@ -201,7 +212,7 @@ if [ "$big" -gt 0 ]; then
     for s in "$size" "$big"; do
       echo "== charlie's peak RSS on $s bytes (512 KiB chunks)"
       new_root "$work/big"
-      "$bin/bench" make-file "$root/files/bench.bin" --size "$s" >/dev/null
+      "$tool" make-file "$root/files/bench.bin" --size "$s" >/dev/null
       "$bin/create_chunks" bench.bin --root "$root" --chunk-size 524288 2>/dev/null
       rm "$root/files/bench.bin"
       start_servers
@@ -217,17 +228,17 @@ fi
 # --- The tracker under load: FILE_INFO of 65,535 chunks --------------------------------
 echo "== tracker, 32 concurrent clients, GET_FILE_INFO of 65,535 chunks"
 new_root "$work/tracker"
-"$bin/bench" manifest "$root/config/file.ini" --chunks 65535 >/dev/null
+"$tool" manifest "$root/config/file.ini" --chunks 65535 >/dev/null
 start tracker "$bin/tracker" --root "$root"
 wait_port "$port_t"
-load=$("$bin/bench" tracker-load "127.0.0.1:$port_t" --clients 32 --requests 20 \
+load=$("$tool" tracker-load "127.0.0.1:$port_t" --clients 32 --requests 20 \
   --expect-chunks 65535 --watch "$pid_tracker")
 echo "$load clients=32 chunks=65535" >> "$results"
 echo "   $load"
 stop_all
 
 # --- The tables ------------------------------------------------------------------------
-tables=$("$bin/bench" report "$results")
+tables=$("$tool" report "$results")
 echo
 echo "$tables"
 cp "$results" "$here/target/bench-results.txt"

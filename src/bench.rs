@@ -717,7 +717,7 @@ pub fn report(text: &str) -> String {
         let _ = writeln!(
             out,
             "Run of {} on {}: {} cores ({}), Linux {}, {} GiB RAM; load average at start {}. \
-             File of {} bytes, {} repeats, root on {}.\n",
+             File of {} bytes, {} repeats, root on {}; {}.\n",
             g("date"),
             g("host"),
             g("cores"),
@@ -728,6 +728,7 @@ pub fn report(text: &str) -> String {
             g("size"),
             g("repeat"),
             g("fs"),
+            g("build"),
         );
     }
     let runs = of("charlie");

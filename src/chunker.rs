@@ -1085,4 +1085,47 @@ mod tests {
         assert!(msg.ends_with(": chunks 1, 3-4"), "{msg}");
         assert!(!dest.exists());
     }
+
+    #[test]
+    fn merge_verified_places_chunks_with_any_thread_count() {
+        let d = tempfile::tempdir().unwrap();
+        let store = ChunkStore::create(d.path().join("c")).unwrap();
+        // Uneven sizes and a repeated chunk: offsets come from each chunk's own size.
+        let parts: [&[u8]; 6] = [b"first ", b"2nd ", b"first ", b"fourth ", b"", b"end"];
+        let hashes: Vec<ChunkHash> = parts.iter().map(|p| ChunkHash::of(p)).collect();
+        for (h, p) in hashes.iter().zip(parts) {
+            store.write(h, p).unwrap();
+        }
+        let dest = d.path().join("c").join("out.txt");
+        for threads in [1, 2, 3, 64] {
+            fs::write(&dest, b"previous, longer content").unwrap();
+            let n = merge_verified_chunks(&store, &hashes, &dest, threads).unwrap();
+            assert_eq!(n, 26);
+            assert_eq!(fs::read(&dest).unwrap(), b"first 2nd first fourth end");
+        }
+        // A big chunk, past one kernel copy call's usual slice.
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+        let hb = ChunkHash::of(&big);
+        store.write(&hb, &big).unwrap();
+        let n = merge_verified_chunks(&store, &[hashes[0], hb, hashes[5]], &dest, 2).unwrap();
+        assert_eq!(n, 3_000_009);
+        let got = fs::read(&dest).unwrap();
+        assert_eq!(
+            (&got[..6], &got[6..3_000_006], &got[3_000_006..]),
+            (&b"first "[..], &big[..], &b"end"[..])
+        );
+
+        store.remove(&hashes[3]).unwrap();
+        let e = merge_verified_chunks(&store, &hashes, &dest, 2).unwrap_err();
+        assert!(
+            matches!(&e, MergeError::Missing { missing, .. } if missing == &[3]),
+            "{e}"
+        );
+        assert_eq!(fs::read(&dest).unwrap().len(), 3_000_009, "dest untouched");
+        assert!(matches!(
+            merge_verified_chunks(&store, &[], &dest, 1),
+            Err(MergeError::NoChunks)
+        ));
+        assert_eq!(store.remove_stale_temp_files().unwrap(), 0);
+    }
 }

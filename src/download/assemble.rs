@@ -201,3 +201,117 @@ impl Verified for Assembler<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store holding `parts` as chunks, and their hashes in file order.
+    fn store_with(dir: &Path, parts: &[&[u8]]) -> (ChunkStore, Vec<ChunkHash>) {
+        let store = ChunkStore::create(dir.join("c")).unwrap();
+        let hashes: Vec<ChunkHash> = parts.iter().map(|p| ChunkHash::of(p)).collect();
+        for (h, p) in hashes.iter().zip(parts) {
+            store.write(h, p).unwrap();
+        }
+        (store, hashes)
+    }
+
+    fn feed(a: &Assembler<'_>, hashes: &[ChunkHash], parts: &[&[u8]], which: &[usize]) {
+        for &i in which {
+            a.verified(&hashes[i], &[i], parts[i]);
+        }
+    }
+
+    #[test]
+    fn assembles_in_any_order_and_fills_in_resumed_chunks() {
+        let d = tempfile::tempdir().unwrap();
+        let parts: [&[u8]; 5] = [b"aaaa", b"bbbb", b"cccc", b"dddd", b"ee"];
+        let (store, hashes) = store_with(d.path(), &parts);
+        let a = Assembler::new(&store, parts.len());
+        // The last chunk and chunk 3 before any size is known (3 fixes it), 1 never
+        // (as if resumed from disk): all must land in place.
+        feed(&a, &hashes, &parts, &[4, 3, 2, 0]);
+        let dest = store.dir().join("out.bin");
+        match a.finish(&hashes, &dest).unwrap() {
+            Assembly::Done(n) => assert_eq!(n, 18),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(std::fs::read(&dest).unwrap(), b"aaaabbbbccccddddee");
+        assert_eq!(store.remove_stale_temp_files().unwrap(), 0);
+    }
+
+    #[test]
+    fn repeated_content_lands_at_every_position() {
+        let d = tempfile::tempdir().unwrap();
+        let parts: [&[u8]; 4] = [b"zz", b"xy", b"zz", b"q"];
+        let (store, hashes) = store_with(d.path(), &parts);
+        let a = Assembler::new(&store, parts.len());
+        a.verified(&hashes[0], &[0, 2], parts[0]);
+        a.verified(&hashes[3], &[3], parts[3]);
+        let dest = store.dir().join("out.bin");
+        assert!(matches!(
+            a.finish(&hashes, &dest).unwrap(),
+            Assembly::Done(7)
+        ));
+        assert_eq!(std::fs::read(&dest).unwrap(), b"zzxyzzq");
+    }
+
+    #[test]
+    fn uneven_chunks_abandon_and_write_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        // Chunk 1 is shorter than chunk 0: offsets cannot be computed from one size.
+        let parts: [&[u8]; 3] = [b"aaaa", b"bb", b"cccc"];
+        let (store, hashes) = store_with(d.path(), &parts);
+        let dest = store.dir().join("out.bin");
+        let a = Assembler::new(&store, parts.len());
+        feed(&a, &hashes, &parts, &[0, 1, 2]);
+        assert!(matches!(
+            a.finish(&hashes, &dest).unwrap(),
+            Assembly::Abandoned(_)
+        ));
+        assert!(!dest.exists());
+        // Seen only at the end (chunks resumed from disk): the same.
+        let a = Assembler::new(&store, parts.len());
+        feed(&a, &hashes, &parts, &[0]);
+        assert!(matches!(
+            a.finish(&hashes, &dest).unwrap(),
+            Assembly::Abandoned(_)
+        ));
+        // A last chunk longer than the others: the same.
+        let parts: [&[u8]; 2] = [b"aa", b"bbbb"];
+        let (store, hashes) = store_with(&d.path().join("x"), &parts);
+        let a = Assembler::new(&store, parts.len());
+        feed(&a, &hashes, &parts, &[0, 1]);
+        assert!(matches!(
+            a.finish(&hashes, &dest).unwrap(),
+            Assembly::Abandoned(_)
+        ));
+        assert!(!dest.exists());
+        // The abandoned temporary files are gone with the assemblers.
+        assert_eq!(store.remove_stale_temp_files().unwrap(), 0);
+    }
+
+    #[test]
+    fn a_single_chunk_and_a_fully_resumed_file() {
+        let d = tempfile::tempdir().unwrap();
+        let parts: [&[u8]; 1] = [b"only"];
+        let (store, hashes) = store_with(d.path(), &parts);
+        let dest = store.dir().join("out.bin");
+        let a = Assembler::new(&store, 1);
+        feed(&a, &hashes, &parts, &[0]);
+        assert!(matches!(
+            a.finish(&hashes, &dest).unwrap(),
+            Assembly::Done(4)
+        ));
+        assert_eq!(std::fs::read(&dest).unwrap(), b"only");
+        // Nothing fed at all (everything resumed): built from the files at the end.
+        let parts: [&[u8]; 3] = [b"123", b"456", b"7"];
+        let (store, hashes) = store_with(&d.path().join("r"), &parts);
+        let a = Assembler::new(&store, 3);
+        assert!(matches!(
+            a.finish(&hashes, &dest).unwrap(),
+            Assembly::Done(7)
+        ));
+        assert_eq!(std::fs::read(&dest).unwrap(), b"1234567");
+    }
+}
