@@ -4,11 +4,12 @@
 # tmpfs (/dev/shm, so the disk does not decide), and for each chunk size starts alice,
 # bob and the tracker on free loopback ports, then REPEAT times measures side by side:
 # the ceiling (`bench sink`: the file over one loopback TCP connection into a file on
-# the same tmpfs), one core's SHA-1 rate, and `charlie --step 2` (wall, CPU, peak RSS by
-# wait4; the peers' CPU and peak RSS from /proc). Then: charlie's peak RSS on a file
-# BIG times larger, the tracker under many GET_FILE_INFO clients (65,535 chunks), one
-# peer under 50 downloaders, and step-3 discovery latency. Prints the tables (median,
-# min-max, ratios) and writes them into docs/BENCHMARKS.md between its markers.
+# the same tmpfs, once before and once after each charlie run), one core's SHA-1 rate,
+# and `charlie --step 2` (wall, CPU, peak RSS by wait4; the peers' CPU and peak RSS from
+# /proc). Then: charlie's peak RSS on the file and on one 4 times larger, the tracker
+# under 32 GET_FILE_INFO clients (65,535 chunks), one peer under 50 downloaders, and
+# step-3 discovery latency. Prints the tables (median, min-max, ratios) and writes them
+# into docs/BENCHMARKS.md between its markers (raw lines: target/bench-results.txt).
 #
 # Usage: scripts/bench.sh [--size 1G] [--repeat 3] [--chunks "512K 1M 2M"]
 #                         [--big-size 4G|0] [--no-docs] [--keep] [--bin DIR]
@@ -73,11 +74,16 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# A loopback port nothing listens on (checked with bash's /dev/tcp).
+# A loopback port nothing listens on (checked with bash's /dev/tcp), below the kernel's
+# ephemeral range: the benchmark opens thousands of outgoing connections, and a server
+# port picked among their local ports could be taken by one of them.
+read -r eph_low _ < /proc/sys/net/ipv4/ip_local_port_range
+port_low=10000
+port_span=$(( eph_low > port_low + 1000 ? eph_low - port_low : 20000 ))
 free_port() {
   local p
   for _ in $(seq 1 200); do
-    p=$((20000 + RANDOM % 40000))
+    p=$((port_low + RANDOM % port_span))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
   done
   echo "no free port found" >&2; return 1
@@ -87,7 +93,9 @@ wait_port() {
     if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
     sleep 0.05
   done
-  echo "nothing listening on port $1" >&2; return 1
+  echo "nothing listening on port $1; server logs:" >&2
+  tail -n 3 "$root"/*.log >&2 || true
+  return 1
 }
 # Starts a server in the background (logs to $root/NAME.log) and records its pid.
 start() {
@@ -169,17 +177,29 @@ for c in $chunks; do
     a0=$("$tool" proc "$pid_alice"); b0=$("$tool" proc "$pid_bob")
     run_charlie
     a1=$("$tool" proc "$pid_alice"); b1=$("$tool" proc "$pid_bob")
+    # The ceiling again, right after: the machine is shared and its load drifts, so this
+    # repeat's ceiling is the mean of the measurements on either side of charlie's run.
+    sink2=$("$tool" sink "$root/files/bench.bin" "$root/sink.out")
+    sink_mbps=$(awk "BEGIN {print ($(field mbps "$sink") + $(field mbps "$sink2")) / 2}")
     if [ "$rep" = 1 ]; then
       "$bin/check_file" --root "$root" >/dev/null || { echo "charlie's file differs" >&2; exit 1; }
     fi
+    merged=$usage merged_dl=$dl
+    # The same download without the merged copy: what writing every byte twice costs.
+    run_charlie --no-merge
+    nomerge=$usage nomerge_dl=$dl
+    usage=$merged dl=$merged_dl
     line="charlie chunk=$chunk rep=$rep bytes=$size wall=$(field wall "$usage") dl=$dl \
 user=$(field user "$usage") sys=$(field sys "$usage") maxrss_kib=$(field maxrss_kib "$usage") \
 alice_cpu=$(awk "BEGIN {print $(field cpu "$a1") - $(field cpu "$a0")}") \
 bob_cpu=$(awk "BEGIN {print $(field cpu "$b1") - $(field cpu "$b0")}") \
-sink_mbps=$(field mbps "$sink") sha1_mbps=$(field mbps "$sha1")"
+nm_wall=$(field wall "$nomerge") nm_dl=$nomerge_dl sink_mbps=$sink_mbps sink_before=$(field mbps "$sink") sink_after=$(field mbps "$sink2") \
+sha1_mbps=$(field mbps "$sha1")"
     echo "$line" >> "$results"
-    echo "   rep $rep: charlie $(field wall "$usage") s (download $dl s), ceiling $(field secs "$sink") s, \
-SHA-1 $(field mbps "$sha1") MB/s, charlie RSS $(field maxrss_kib "$usage") KiB"
+    echo "   rep $rep: charlie $(field wall "$usage") s (download $dl s, --no-merge \
+$(field wall "$nomerge") s), ceiling $sink_mbps MB/s \
+($(field mbps "$sink") before, $(field mbps "$sink2") after), SHA-1 $(field mbps "$sha1") MB/s, \
+charlie RSS $(field maxrss_kib "$usage") KiB"
   done
   echo "peers chunk=$chunk alice_hwm_kib=$(field hwm_kib "$("$tool" proc "$pid_alice")") \
 bob_hwm_kib=$(field hwm_kib "$("$tool" proc "$pid_bob")")" >> "$results"
@@ -200,29 +220,34 @@ bob_hwm_kib=$(field hwm_kib "$("$tool" proc "$pid_bob")")" >> "$results"
 done
 rm -rf "$work/main"
 
-# --- Charlie's memory against file size ----------------------------------------------
+# --- Charlie's memory against file size and chunk count -------------------------------
 if [ "$big" -gt 0 ]; then
-  # files/ + alice and bob (4/3 of the file with the thirds rule) + charlie's chunks +
-  # the merged copy, all on tmpfs; the original is deleted once chunked. Keep 2 GiB spare.
-  need_kib=$(( (big / 1024) * 10 / 3 + 2 * 1024 * 1024 ))
-  avail_kib=$(awk '/MemAvailable/ {print $2}' /proc/meminfo)
-  if [ "$avail_kib" -lt "$need_kib" ]; then
-    echo "== skipping the $big-byte memory check: $((avail_kib / 1024)) MiB available, $((need_kib / 1024)) MiB needed"
-  else
-    for s in "$size" "$big"; do
-      echo "== charlie's peak RSS on $s bytes (512 KiB chunks)"
-      new_root "$work/big"
-      "$tool" make-file "$root/files/bench.bin" --size "$s" >/dev/null
-      "$bin/create_chunks" bench.bin --root "$root" --chunk-size 524288 2>/dev/null
-      rm "$root/files/bench.bin"
-      start_servers
-      run_charlie
-      echo "big bytes=$s wall=$(field wall "$usage") dl=$dl maxrss_kib=$(field maxrss_kib "$usage")" >> "$results"
-      echo "   charlie $(field wall "$usage") s, peak RSS $(field maxrss_kib "$usage") KiB"
-      stop_all
-      rm -rf "$work/big"
-    done
-  fi
+  # The file, 4 times the file (both in 512 KiB chunks), and the protocol's largest chunk
+  # count (65,535, in 16 KiB chunks): what charlie keeps per chunk shows in the last.
+  cases=("$size 524288" "$big 524288" "$((65535 * 16384)) 16384")
+  for case in "${cases[@]}"; do
+    read -r s c <<<"$case"
+    # files/ + alice and bob (4/3 of the file with the thirds rule) + charlie's chunks +
+    # the merged copy, all on tmpfs; the original is deleted once chunked. 2 GiB spare.
+    need_kib=$(( (s / 1024) * 10 / 3 + 2 * 1024 * 1024 ))
+    avail_kib=$(awk '/MemAvailable/ {print $2}' /proc/meminfo)
+    if [ "$avail_kib" -lt "$need_kib" ]; then
+      echo "== skipping charlie's RSS on $s bytes: $((avail_kib / 1024)) MiB available, $((need_kib / 1024)) MiB needed"
+      continue
+    fi
+    echo "== charlie's peak RSS on $s bytes in chunks of $c bytes"
+    new_root "$work/big"
+    "$tool" make-file "$root/files/bench.bin" --size "$s" >/dev/null
+    "$bin/create_chunks" bench.bin --root "$root" --chunk-size "$c" 2>/dev/null
+    rm "$root/files/bench.bin"
+    start_servers
+    run_charlie
+    echo "big bytes=$s chunk=$c chunks=$(( (s + c - 1) / c )) wall=$(field wall "$usage") dl=$dl \
+maxrss_kib=$(field maxrss_kib "$usage")" >> "$results"
+    echo "   charlie $(field wall "$usage") s, peak RSS $(field maxrss_kib "$usage") KiB"
+    stop_all
+    rm -rf "$work/big"
+  done
 fi
 
 # --- The tracker under load: FILE_INFO of 65,535 chunks --------------------------------

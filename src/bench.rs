@@ -695,6 +695,8 @@ fn human_size(bytes: f64) -> String {
         format!("{} GiB", bytes / GIB)
     } else if bytes >= MIB && bytes % MIB == 0.0 {
         format!("{} MiB", bytes / MIB)
+    } else if bytes >= MIB {
+        format!("{:.2} MiB", bytes / MIB)
     } else if bytes >= 1024.0 && bytes % 1024.0 == 0.0 {
         format!("{} KiB", bytes / 1024.0)
     } else {
@@ -737,11 +739,12 @@ pub fn report(text: &str) -> String {
     chunks.dedup();
     let size = |r: &Record| r.num("bytes");
     let mbps = |r: &Record| Some(size(r)? / 1e6 / r.num("wall")?);
-    let dl_mbps = |r: &Record| Some(size(r)? / 1e6 / r.num("dl")?);
+    let nm_mbps = |r: &Record| Some(size(r)? / 1e6 / r.num("nm_wall")?);
     out.push_str(
         "### Charlie against the ceiling\n\n\
          | chunk | charlie wall s | charlie MB/s | ceiling MB/s | **charlie / ceiling** | \
-         download only MB/s | download only / ceiling | merge and rest, s | SHA-1 one core MB/s |\n\
+         after the download, s | charlie --no-merge MB/s | --no-merge / ceiling | \
+         SHA-1 one core MB/s |\n\
          |---|---|---|---|---|---|---|---|---|\n",
     );
     for &c in &chunks {
@@ -758,9 +761,9 @@ pub fn report(text: &str) -> String {
             cell(&rs, 0, mbps),
             cell(&rs, 0, |r| r.num("sink_mbps")),
             cell(&rs, 2, |r| Some(mbps(r)? / r.num("sink_mbps")?)),
-            cell(&rs, 0, dl_mbps),
-            cell(&rs, 2, |r| Some(dl_mbps(r)? / r.num("sink_mbps")?)),
             cell(&rs, 2, |r| Some(r.num("wall")? - r.num("dl")?)),
+            cell(&rs, 0, nm_mbps),
+            cell(&rs, 2, |r| Some(nm_mbps(r)? / r.num("sink_mbps")?)),
             cell(&rs, 0, |r| r.num("sha1_mbps")),
         );
     }
@@ -794,14 +797,17 @@ pub fn report(text: &str) -> String {
     let big = of("big");
     if !big.is_empty() {
         out.push_str(
-            "\n### Charlie's peak RSS against file size (512 KiB chunks, one run each)\n\n\
-             | file | charlie wall s | charlie MB/s | charlie peak RSS MiB |\n|---|---|---|---|\n",
+            "\n### Charlie's peak RSS against file size and chunk count (one run each)\n\n\
+             | file | chunk | chunks | charlie wall s | charlie MB/s | charlie peak RSS MiB |\n\
+             |---|---|---|---|---|---|\n",
         );
         for r in big {
             let _ = writeln!(
                 out,
-                "| {} | {:.2} | {:.0} | {:.1} |",
+                "| {} | {} | {} | {:.2} | {:.0} | {:.1} |",
                 human_size(r.num("bytes").unwrap_or(0.0)),
+                human_size(r.num("chunk").unwrap_or(0.0)),
+                r.get("chunks").unwrap_or("?"),
                 r.num("wall").unwrap_or(f64::NAN),
                 mbps(r).unwrap_or(f64::NAN),
                 mib(r.num("maxrss_kib")).unwrap_or(f64::NAN),
