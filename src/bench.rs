@@ -441,8 +441,8 @@ pub fn discover(
         let left = wait.saturating_sub(start.elapsed());
         if left.is_zero() {
             return Ok(Discovery::NotAvailable(format!(
-                "no TRACKER_INFO from {target} within {} ms (no tracker answers course \
-                 discovery on this build: step 3 is not merged)",
+                "no TRACKER_INFO from {target} within {} ms: the tracker under test does \
+                 not answer DISCOVER_TRACKER (step 3 is not in this build)",
                 wait.as_millis()
             )));
         }
@@ -460,8 +460,8 @@ pub fn discover(
                 // ConnectionRefused: ICMP port unreachable, nobody listens on the port.
                 if e.kind() == io::ErrorKind::ConnectionRefused {
                     return Ok(Discovery::NotAvailable(format!(
-                        "nothing listens on UDP {target} (step 3 is not merged: the tracker \
-                         has no discovery service yet)"
+                        "nothing listens on UDP {target}: the tracker under test does not \
+                         answer DISCOVER_TRACKER (step 3 is not in this build)"
                     )));
                 }
                 continue;
@@ -847,16 +847,25 @@ pub fn report(text: &str) -> String {
             (hwm - idle).max(0.0) / clients,
         );
     }
-    for r in of("discover") {
-        let line = if r.get("available") == Some("1") {
-            format!("**{} ms** to TRACKER_INFO", r.get("ms").unwrap_or("?"))
+    let probes = of("discover");
+    if !probes.is_empty() {
+        let answered: Vec<&Record> = probes
+            .iter()
+            .copied()
+            .filter(|r| r.get("available") == Some("1"))
+            .collect();
+        let line = if answered.is_empty() {
+            format!("not available: {}", probes[0].get("why").unwrap_or("?"))
         } else {
-            format!("not available: {}", r.get("why").unwrap_or("?"))
+            format!(
+                "**{} ms** from DISCOVER_TRACKER sent to TRACKER_INFO received \
+                 ({} of {} probes answered)",
+                cell(&answered, 3, |r| r.num("ms")),
+                answered.len(),
+                probes.len()
+            )
         };
-        let _ = writeln!(
-            out,
-            "| step-3 discovery (DISCOVER_TRACKER → TRACKER_INFO) | {line} |"
-        );
+        let _ = writeln!(out, "| step-3 discovery, UDP on loopback | {line} |");
     }
     out
 }

@@ -542,24 +542,21 @@ pub fn merge_chunks(
 /// second time. Same contract as [`merge_chunks`] otherwise: every missing index is
 /// listed, and `dest` is written atomically or not at all.
 ///
-/// Why it is faster: the chunks' sizes are known from their metadata, so each chunk's
-/// place in the file is known before copying, and the copy is split over `threads`
-/// threads, each moving whole chunks with `copy_file_range(2)` (a kernel copy: no trip
-/// through user space, and no 8 KiB copy buffer). On the benchmark's 2 cores this took
-/// the merge of a 1 GiB file from about half of Charlie's run to a small share of it
-/// (`docs/BENCHMARKS.md`). Memory use is nothing per chunk beyond an open file.
-///
-/// Use [`merge_chunks`] for chunks of unknown history: the `merge_chunks` tool does.
+/// Each chunk is moved with `copy_file_range(2)`: a kernel copy, with no trip through
+/// user space and no 8 KiB copy buffer. One thread: writes into one file are serialised
+/// by the kernel anyway (a two-thread version spent its time spinning on the inode's
+/// lock). Charlie uses it only when the file could not be assembled during the download
+/// (`download::assemble`); the `merge_chunks` tool uses [`merge_chunks`], whose chunks
+/// may come from anywhere.
 pub fn merge_verified_chunks(
     store: &ChunkStore,
     hashes: &[ChunkHash],
     dest: &Path,
-    threads: usize,
 ) -> Result<u64, MergeError> {
     if hashes.is_empty() {
         return Err(MergeError::NoChunks);
     }
-    // Sizes first: they place every chunk, and a missing chunk fails before any write.
+    // Sizes first: a missing chunk fails before any write.
     let mut sizes = Vec::with_capacity(hashes.len());
     let mut missing = Vec::new();
     for (index, hash) in hashes.iter().enumerate() {
@@ -582,56 +579,31 @@ pub fn merge_verified_chunks(
             total: hashes.len(),
         });
     }
-    let mut offsets = Vec::with_capacity(sizes.len());
-    let mut total = 0u64;
-    for &s in &sizes {
-        offsets.push(total);
-        total += s;
-    }
-    // Contiguous runs of chunks, one per thread, balanced by count (chunks are all the
-    // same size but the last): each thread fills its own region of the file.
-    let threads = threads.clamp(1, hashes.len());
-    let per = hashes.len().div_ceil(threads);
-    let failure: std::sync::Mutex<Option<MergeError>> = std::sync::Mutex::new(None);
-    let failed = std::sync::atomic::AtomicBool::new(false);
+    // write_atomic's closure can only return io::Error; the typed cause is kept aside.
+    let mut failure: Option<MergeError> = None;
+    let mut offset = 0u64;
     let result = write_atomic(dest, |out| {
-        out.set_len(total)?;
-        let out = &*out;
-        std::thread::scope(|s| {
-            for t in 0..threads {
-                let range = t * per..((t + 1) * per).min(hashes.len());
-                let (failure, failed, offsets, sizes) = (&failure, &failed, &offsets, &sizes);
-                s.spawn(move || {
-                    for index in range {
-                        if failed.load(std::sync::atomic::Ordering::Relaxed) {
-                            return; // another thread failed: stop early
-                        }
-                        let path = store.path(&hashes[index]);
-                        let copied = File::open(&path).and_then(|chunk| {
-                            copy_range(&chunk, out, offsets[index], sizes[index])
-                        });
-                        if let Err(source) = copied {
-                            let mut f = failure.lock().unwrap_or_else(|e| e.into_inner());
-                            f.get_or_insert(MergeError::Io {
-                                path: display_path(&path),
-                                source,
-                            });
-                            failed.store(true, std::sync::atomic::Ordering::Relaxed);
-                            return;
-                        }
-                    }
+        for (hash, &len) in hashes.iter().zip(&sizes) {
+            let path = store.path(hash);
+            let copied = File::open(&path).and_then(|chunk| copy_range(&chunk, out, offset, len));
+            if let Err(source) = copied {
+                // The source is named unless the output failed (a full disk, say).
+                let path = match fs::metadata(&path) {
+                    Ok(m) if m.len() == len => dest.to_path_buf(),
+                    _ => path,
+                };
+                failure = Some(MergeError::Io {
+                    path: display_path(&path),
+                    source,
                 });
+                return Err(io::Error::other("merge failed"));
             }
-        });
-        if failed.load(std::sync::atomic::Ordering::Relaxed) {
-            Err(io::Error::other("merge failed"))
-        } else {
-            Ok(())
+            offset += len;
         }
+        Ok(())
     });
-    let failure = failure.into_inner().unwrap_or_else(|e| e.into_inner());
     match (result, failure) {
-        (Ok(()), _) => Ok(total),
+        (Ok(()), _) => Ok(offset),
         (Err(_), Some(f)) => Err(f),
         (Err(source), None) => Err(MergeError::Io {
             path: display_path(dest),
@@ -1087,7 +1059,7 @@ mod tests {
     }
 
     #[test]
-    fn merge_verified_places_chunks_with_any_thread_count() {
+    fn merge_verified_concatenates_without_hashing() {
         let d = tempfile::tempdir().unwrap();
         let store = ChunkStore::create(d.path().join("c")).unwrap();
         // Uneven sizes and a repeated chunk: offsets come from each chunk's own size.
@@ -1097,17 +1069,15 @@ mod tests {
             store.write(h, p).unwrap();
         }
         let dest = d.path().join("c").join("out.txt");
-        for threads in [1, 2, 3, 64] {
-            fs::write(&dest, b"previous, longer content").unwrap();
-            let n = merge_verified_chunks(&store, &hashes, &dest, threads).unwrap();
-            assert_eq!(n, 26);
-            assert_eq!(fs::read(&dest).unwrap(), b"first 2nd first fourth end");
-        }
+        fs::write(&dest, b"previous, longer content").unwrap();
+        let n = merge_verified_chunks(&store, &hashes, &dest).unwrap();
+        assert_eq!(n, 26);
+        assert_eq!(fs::read(&dest).unwrap(), b"first 2nd first fourth end");
         // A big chunk, past one kernel copy call's usual slice.
         let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
         let hb = ChunkHash::of(&big);
         store.write(&hb, &big).unwrap();
-        let n = merge_verified_chunks(&store, &[hashes[0], hb, hashes[5]], &dest, 2).unwrap();
+        let n = merge_verified_chunks(&store, &[hashes[0], hb, hashes[5]], &dest).unwrap();
         assert_eq!(n, 3_000_009);
         let got = fs::read(&dest).unwrap();
         assert_eq!(
@@ -1116,14 +1086,14 @@ mod tests {
         );
 
         store.remove(&hashes[3]).unwrap();
-        let e = merge_verified_chunks(&store, &hashes, &dest, 2).unwrap_err();
+        let e = merge_verified_chunks(&store, &hashes, &dest).unwrap_err();
         assert!(
             matches!(&e, MergeError::Missing { missing, .. } if missing == &[3]),
             "{e}"
         );
         assert_eq!(fs::read(&dest).unwrap().len(), 3_000_009, "dest untouched");
         assert!(matches!(
-            merge_verified_chunks(&store, &[], &dest, 1),
+            merge_verified_chunks(&store, &[], &dest),
             Err(MergeError::NoChunks)
         ));
         assert_eq!(store.remove_stale_temp_files().unwrap(), 0);

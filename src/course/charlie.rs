@@ -165,8 +165,7 @@ pub fn run(args: &CharlieArgs) -> anyhow::Result<()> {
                 // Every chunk of the plan was verified by this run (fetched ones in
                 // memory before being written, resumed ones re-read from disk at the
                 // start): no second hashing.
-                merge_verified_chunks(&store, &plan.chunks, &dest, opts.verifiers)
-                    .with_context(cannot)?
+                merge_verified_chunks(&store, &plan.chunks, &dest).with_context(cannot)?
             }
         };
         log::info!(

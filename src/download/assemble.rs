@@ -54,6 +54,15 @@ struct State {
     abandoned: Option<String>,
 }
 
+impl State {
+    /// Abandons assembly and frees the disk space the partial file holds at once: from
+    /// now on the space belongs to the chunk files, which make a later run resumable.
+    fn give_up(&mut self, why: String) {
+        self.abandoned.get_or_insert(why);
+        self.out = None; // deletes the temporary file
+    }
+}
+
 /// The outcome of [`Assembler::finish`].
 #[derive(Debug)]
 pub enum Assembly {
@@ -98,7 +107,7 @@ impl<'a> Assembler<'a> {
             match st.chunk_size {
                 None => st.chunk_size = Some(len),
                 Some(s) if s != len => {
-                    st.abandoned = Some(format!(
+                    st.give_up(format!(
                         "chunk {index} is {len} bytes where the chunks before the last are {s}"
                     ));
                     return None;
@@ -108,7 +117,7 @@ impl<'a> Assembler<'a> {
         }
         match st.chunk_size {
             Some(s) if self.is_last(index) && len > s => {
-                st.abandoned = Some(format!(
+                st.give_up(format!(
                     "the last chunk is {len} bytes, longer than the others ({s})"
                 ));
                 None
@@ -117,11 +126,6 @@ impl<'a> Assembler<'a> {
             None if index == 0 => Some(0),
             None => None,
         }
-    }
-
-    fn abandon(&self, why: String) {
-        let mut st = self.lock();
-        st.abandoned.get_or_insert(why);
     }
 
     fn output<'s>(&self, st: &'s mut State) -> io::Result<&'s File> {
@@ -179,9 +183,39 @@ impl<'a> Assembler<'a> {
     }
 }
 
+/// Bytes an unprivileged writer may still put on the filesystem holding `dir`.
+fn free_space(dir: &Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: an all-zero statvfs is a valid value of a plain C struct.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated and outlives the call; `st` is valid for writes.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
 impl Verified for Assembler<'_> {
     fn verified(&self, _hash: &ChunkHash, indexes: &[usize], data: &[u8]) {
         let mut st = self.lock();
+        if st.out.is_none() && st.abandoned.is_none() {
+            // Before taking any space: the chunk files come first (they are what a later
+            // run resumes from), so assemble only if the filesystem has room for the
+            // whole file besides them; otherwise the file is merged at the end, as when
+            // there is no assembler, and a full disk fails there, not mid-download.
+            let size = st.chunk_size.unwrap_or(data.len() as u64);
+            let need = 2 * self.n_chunks as u64 * size;
+            if let Ok(free) = free_space(self.store.dir())
+                && free < need
+            {
+                st.give_up(format!(
+                    "{free} bytes free, {need} needed for the chunks and the file"
+                ));
+                return;
+            }
+        }
         for &index in indexes {
             let Some(offset) = self.place(&mut st, index, data.len() as u64) else {
                 continue;
@@ -192,9 +226,8 @@ impl Verified for Assembler<'_> {
             match written {
                 Ok(()) => st.placed[index] = true,
                 Err(e) => {
-                    drop(st);
                     // The ordinary merge will meet the same problem and report it.
-                    self.abandon(format!("writing the assembled file: {e}"));
+                    st.give_up(format!("writing the assembled file: {e}"));
                     return;
                 }
             }
