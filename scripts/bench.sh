@@ -89,7 +89,8 @@ free_port() {
   echo "no free port found" >&2; return 1
 }
 wait_port() {
-  for _ in $(seq 1 200); do
+  # Up to 30 s: a tracker reads all of file.ini before it listens.
+  for _ in $(seq 1 600); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
     sleep 0.05
   done

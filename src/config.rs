@@ -125,9 +125,16 @@ impl IniFile {
             .get_map_ref()
             .get(section)
             .and_then(|keys| {
-                keys.iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case(key))
-                    .and_then(|(_, v)| v.as_deref())
+                // The exact key first, by hash: file.ini looks up every chunk index, and
+                // a scan per lookup made loading a 65,535-chunk file.ini take 15 s
+                // (quadratic; found by scripts/bench.sh). The scan is for other cases.
+                match keys.get(key) {
+                    Some(v) => v.as_deref(),
+                    None => keys
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                        .and_then(|(_, v)| v.as_deref()),
+                }
             })
             .map(|v| v.trim().to_string())
             .ok_or_else(|| self.err(section, key, "missing"))
