@@ -57,8 +57,12 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 echo "== building (release)"
 cargo build --release --quiet
-tool="$here/target/release/bench"
-bin=${other_bin:-"$here/target/release"}
+# Where cargo puts the binaries (CARGO_TARGET_DIR or .cargo/config may move target/).
+target=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
+  sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+target=${target:-"$here/target"}
+tool="$target/release/bench"
+bin=${other_bin:-"$target/release"}
 
 shm=/dev/shm
 [ -d "$shm" ] && [ -w "$shm" ] || { echo "bench.sh: $shm is not writable" >&2; exit 1; }
@@ -286,7 +290,7 @@ stop_all
 tables=$("$tool" report "$results")
 echo
 echo "$tables"
-cp "$results" "$here/target/bench-results.txt"
+cp "$results" "$target/bench-results.txt"
 if [ "$docs" = 1 ]; then
   doc="$here/docs/BENCHMARKS.md"
   begin='<!-- bench:begin -->'
