@@ -438,6 +438,37 @@ impl fmt::Display for IndexList<'_> {
     }
 }
 
+/// The size of each chunk in `hashes`, or the error listing **every** missing index (so
+/// a merge fails before writing anything, and says all that is wrong at once).
+fn chunk_sizes(store: &ChunkStore, hashes: &[ChunkHash]) -> Result<Vec<u64>, MergeError> {
+    if hashes.is_empty() {
+        return Err(MergeError::NoChunks);
+    }
+    let mut sizes = Vec::with_capacity(hashes.len());
+    let mut missing = Vec::new();
+    for (index, hash) in hashes.iter().enumerate() {
+        match fs::metadata(store.path(hash)) {
+            Ok(m) if m.is_file() => sizes.push(m.len()),
+            Ok(_) => missing.push(index),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => missing.push(index),
+            Err(source) => {
+                return Err(MergeError::Io {
+                    path: display_path(&store.path(hash)),
+                    source,
+                });
+            }
+        }
+    }
+    if !missing.is_empty() {
+        return Err(MergeError::Missing {
+            dir: display_path(store.dir()),
+            missing,
+            total: hashes.len(),
+        });
+    }
+    Ok(sizes)
+}
+
 /// Concatenates the chunks named by `hashes`, in that order, from `store` into `dest`;
 /// returns the number of bytes written.
 ///
@@ -452,22 +483,7 @@ pub fn merge_chunks(
     hashes: &[ChunkHash],
     dest: &Path,
 ) -> Result<u64, MergeError> {
-    if hashes.is_empty() {
-        return Err(MergeError::NoChunks);
-    }
-    let missing: Vec<usize> = hashes
-        .iter()
-        .enumerate()
-        .filter(|(_, h)| !store.contains(h))
-        .map(|(i, _)| i)
-        .collect();
-    if !missing.is_empty() {
-        return Err(MergeError::Missing {
-            dir: display_path(store.dir()),
-            missing,
-            total: hashes.len(),
-        });
-    }
+    chunk_sizes(store, hashes)?;
 
     // write_atomic's closure can only return io::Error; the typed cause is kept aside.
     let mut failure: Option<MergeError> = None;
@@ -553,32 +569,8 @@ pub fn merge_verified_chunks(
     hashes: &[ChunkHash],
     dest: &Path,
 ) -> Result<u64, MergeError> {
-    if hashes.is_empty() {
-        return Err(MergeError::NoChunks);
-    }
     // Sizes first: a missing chunk fails before any write.
-    let mut sizes = Vec::with_capacity(hashes.len());
-    let mut missing = Vec::new();
-    for (index, hash) in hashes.iter().enumerate() {
-        match fs::metadata(store.path(hash)) {
-            Ok(m) if m.is_file() => sizes.push(m.len()),
-            Ok(_) => missing.push(index),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => missing.push(index),
-            Err(source) => {
-                return Err(MergeError::Io {
-                    path: display_path(&store.path(hash)),
-                    source,
-                });
-            }
-        }
-    }
-    if !missing.is_empty() {
-        return Err(MergeError::Missing {
-            dir: display_path(store.dir()),
-            missing,
-            total: hashes.len(),
-        });
-    }
+    let sizes = chunk_sizes(store, hashes)?;
     // write_atomic's closure can only return io::Error; the typed cause is kept aside.
     let mut failure: Option<MergeError> = None;
     let mut offset = 0u64;

@@ -30,24 +30,7 @@ fn charlie_debug(root: &Path, args: &[&str]) -> std::process::Output {
         is_private_netns(),
         "step 3 must never broadcast from the host"
     );
-    let mut child = std::process::Command::new(bin("charlie"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .env("RUST_LOG", "debug")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let end = Instant::now() + Duration::from_secs(120);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > end {
-            let _ = child.kill();
-            panic!("charlie did not finish within 2 minutes");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().unwrap()
+    charlie_with_env(root, args, &[("RUST_LOG", "debug")])
 }
 
 /// Runs step 3 in a root of its own that holds nothing at all (step 3 reads no file),

@@ -276,10 +276,17 @@ impl System {
 
 /// Runs charlie in `root` with a 2-minute safety limit.
 pub fn charlie_in(root: &Path, args: &[&str]) -> Output {
+    charlie_with_env(root, args, &[])
+}
+
+/// Runs charlie in `root` with extra environment variables (e.g. `RUST_LOG=debug`),
+/// capturing its output; killed and failed if it runs for more than 2 minutes.
+pub fn charlie_with_env(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut child = Command::new(bin("charlie"))
         .arg("--root")
         .arg(root)
         .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
