@@ -78,30 +78,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# A loopback port nothing listens on (checked with bash's /dev/tcp), below the kernel's
-# ephemeral range: the benchmark opens thousands of outgoing connections, and a server
-# port picked among their local ports could be taken by one of them.
-read -r eph_low _ < /proc/sys/net/ipv4/ip_local_port_range
-port_low=10000
-port_span=$(( eph_low > port_low + 1000 ? eph_low - port_low : 20000 ))
-free_port() {
-  local p
-  for _ in $(seq 1 200); do
-    p=$((port_low + RANDOM % port_span))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
-  done
-  echo "no free port found" >&2; return 1
-}
-wait_port() {
-  # Up to 30 s: a tracker reads all of file.ini before it listens.
-  for _ in $(seq 1 600); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.05
-  done
-  echo "nothing listening on port $1; server logs:" >&2
-  tail -n 3 "$root"/*.log >&2 || true
-  return 1
-}
+# free_port, wait_port
+source "$here/scripts/ports.sh"
 # Starts a server in the background (logs to $root/NAME.log) and records its pid.
 start() {
   local name=$1; shift

@@ -60,22 +60,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# A port nothing listens on (checked with bash's /dev/tcp, loopback only).
-free_port() {
-  local p
-  for _ in $(seq 1 200); do
-    p=$((20000 + RANDOM % 40000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
-  done
-  echo "no free port found" >&2; return 1
-}
-wait_port() {
-  for _ in $(seq 1 200); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.05
-  done
-  echo "nothing listening on port $1" >&2; return 1
-}
+# free_port, wait_port
+source "$here/scripts/ports.sh"
 
 mkdir -p "$root/config" "$root/files" "$root/chunks"
 t=$(free_port); a=$(free_port); b=$(free_port)
