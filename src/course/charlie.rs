@@ -17,7 +17,7 @@ use crate::course::discovery::{
     DEFAULT_BROADCAST, DEFAULT_TRIES, DEFAULT_WINDOW, DISCOVERY_PORT, DiscoveryConfig, discover,
 };
 use crate::download::assemble::{Assembler, Assembly};
-use crate::download::{self, DownloadError, Options, Plan};
+use crate::download::{self, Options, Plan};
 use crate::root::{Root, display_path};
 use crate::store::ChunkStore;
 
@@ -149,11 +149,7 @@ pub fn run(args: &CharlieArgs) -> anyhow::Result<()> {
     let hook = assembler.as_ref().map(|a| a as &dyn download::Verified);
     let result = download::download_with(&plan, &store, &connector, &opts, &progress, hook);
     progress.finish_and_clear();
-    let report = match result {
-        Ok(r) => r,
-        Err(e @ DownloadError::Incomplete { .. }) => return Err(e.into()),
-        Err(e) => return Err(e.into()),
-    };
+    let report = result?;
     if let Some(assembler) = assembler {
         let dest = store.dir().join(&plan.filename);
         let start = std::time::Instant::now();

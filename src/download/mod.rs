@@ -521,8 +521,7 @@ impl Coordinator {
             pool_tx.send(Vec::new()).expect("pool has room");
         }
         let (verify_tx, verify_rx) = bounded::<VerifyJob>(n_bufs);
-        let mut remaining = self.pending;
-        if remaining > 0 {
+        if self.pending > 0 {
             let n_verifiers = opts.verifiers.clamp(1, plan.peers.len().max(1));
             for _ in 0..n_verifiers {
                 let (rx, ev, pool) = (verify_rx.clone(), events_tx.clone(), pool_tx.clone());
@@ -541,7 +540,7 @@ impl Coordinator {
         }
         drop((verify_tx, pool_tx, events_tx));
 
-        while remaining > 0 || self.in_flight > 0 {
+        while self.pending > 0 || self.in_flight > 0 {
             let ev = match events.recv() {
                 Ok(ev) => ev,
                 Err(_) => break, // every worker and verifier is gone
@@ -599,7 +598,6 @@ impl Coordinator {
                 }
             }
             self.assign_idle();
-            remaining = self.pending;
         }
         self.stop_workers();
         let missing: Vec<usize> = {
@@ -626,11 +624,8 @@ impl Coordinator {
                 .peers
                 .iter()
                 .filter_map(|p| {
-                    Some(format!(
-                        "{}: dropped: {}",
-                        p.report.label,
-                        p.dropped_reason()?
-                    ))
+                    let why = p.report.dropped.as_deref()?;
+                    Some(format!("{}: dropped: {why}", p.report.label))
                 })
                 .collect();
             why.append(&mut self.why);
@@ -746,12 +741,6 @@ impl Coordinator {
         for p in &mut self.peers {
             p.assign = None;
         }
-    }
-}
-
-impl PeerState {
-    fn dropped_reason(&self) -> Option<String> {
-        self.report.dropped.clone()
     }
 }
 
