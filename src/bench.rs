@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{FileManifest, ManifestChunk};
 use crate::hash::{ChunkHash, ChunkHasher};
+use crate::store::for_each_block;
 use crate::wire::{self, ChunkReply, Message, MsgType, Tolerance};
 
 /// Block size of the ceiling's reads and writes, and of the file generator and the SHA-1
@@ -101,18 +102,8 @@ pub fn sink(src: &Path, dest: &Path) -> io::Result<Rate> {
     set_socket_buffers(&conn, SINK_SOCKET_BUF)?;
     let mut out = File::create(dest)?;
     let mut buf = vec![0u8; BIG_BUF];
-    let mut got = 0u64;
     // Bounded: the sender sends exactly `size` bytes then shuts its side down.
-    loop {
-        let n = match conn.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        out.write_all(&buf[..n])?;
-        got += n as u64;
-    }
+    let got = for_each_block(&mut conn, &mut buf, |block| out.write_all(block))?;
     let secs = start.elapsed().as_secs_f64();
     let sent = sender
         .join()
@@ -128,23 +119,14 @@ pub fn sink(src: &Path, dest: &Path) -> io::Result<Rate> {
 /// SHA-1 rate of one core over `src`: the file is read in 4 MiB blocks and only the
 /// hashing is timed, so the figure is the hash's cost per byte, not the page cache's.
 pub fn sha1_rate(src: &Path) -> io::Result<(Rate, ChunkHash)> {
-    let mut f = File::open(src)?;
-    let mut buf = vec![0u8; BIG_BUF];
     let mut h = ChunkHasher::new();
     let mut hashing = Duration::ZERO;
-    let mut bytes = 0u64;
-    loop {
-        let n = match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
+    let bytes = for_each_block(File::open(src)?, &mut vec![0u8; BIG_BUF], |block| {
         let t = Instant::now();
-        h.update(&buf[..n]);
+        h.update(block);
         hashing += t.elapsed();
-        bytes += n as u64;
-    }
+        Ok(())
+    })?;
     let rate = Rate {
         bytes,
         secs: hashing.as_secs_f64(),

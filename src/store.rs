@@ -155,13 +155,31 @@ impl ChunkStore {
 }
 
 /// SHA-1 of everything a reader yields, streamed in 256 KiB blocks.
-pub fn hash_reader(mut r: impl Read) -> io::Result<ChunkHash> {
+pub fn hash_reader(r: impl Read) -> io::Result<ChunkHash> {
     let mut h = ChunkHasher::new();
-    let mut buf = vec![0u8; 256 * 1024];
+    for_each_block(r, &mut vec![0u8; 256 * 1024], |block| {
+        h.update(block);
+        Ok(())
+    })?;
+    Ok(h.finish())
+}
+
+/// Reads `r` to its end through `buf`, handing each block read to `f` (retrying reads
+/// that were interrupted); returns the number of bytes read. Memory is `buf`, whatever
+/// the length of the input.
+pub fn for_each_block(
+    mut r: impl Read,
+    buf: &mut [u8],
+    mut f: impl FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<u64> {
+    let mut total = 0u64;
     loop {
-        match r.read(&mut buf) {
-            Ok(0) => return Ok(h.finish()),
-            Ok(n) => h.update(&buf[..n]),
+        match r.read(buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => {
+                f(&buf[..n])?;
+                total += n as u64;
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
