@@ -68,18 +68,16 @@ shm=/dev/shm
 [ -d "$shm" ] && [ -w "$shm" ] || { echo "bench.sh: $shm is not writable" >&2; exit 1; }
 work=$(mktemp -d "$shm/swarmlet-bench.XXXXXX")
 results="$work/results.txt"
+# free_port, wait_port, stop_started
+source "$here/scripts/common.sh"
 pids=()
 cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  stop_started
   if [ "$keep" = 1 ]; then echo "== kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# free_port, wait_port
-source "$here/scripts/ports.sh"
 # Starts a server in the background (logs to $root/NAME.log) and records its pid.
 start() {
   local name=$1; shift

@@ -51,17 +51,16 @@ else
 fi
 
 root=$(mktemp -d /tmp/swarmlet-demo.XXXXXX)
+# free_port, wait_port, stop_started
+source "$here/scripts/common.sh"
 pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  stop_started
   if [ "$keep" = 1 ]; then echo "== kept $root"; else rm -rf "$root"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# free_port, wait_port
-source "$here/scripts/ports.sh"
 
 mkdir -p "$root/config" "$root/files" "$root/chunks"
 t=$(free_port); a=$(free_port); b=$(free_port)

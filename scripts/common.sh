@@ -1,5 +1,6 @@
-# Loopback port helpers shared by demo.sh and bench.sh (source it; it defines functions
-# only). Both probe with bash's /dev/tcp, so nothing but 127.0.0.1 is ever contacted.
+# Helpers shared by demo.sh and bench.sh (source it; it defines functions only): loopback
+# ports, probed with bash's /dev/tcp so nothing but 127.0.0.1 is ever contacted, and the
+# stopping of the servers a script started.
 
 # A loopback port nothing listens on, below the kernel's ephemeral range: the benchmark
 # opens thousands of outgoing connections, and a server port picked among their local
@@ -26,4 +27,12 @@ wait_port() {
   echo "nothing listening on port $1; server logs:" >&2
   tail -n 3 "${root:-.}"/*.log >&2 || true
   return 1
+}
+
+# Stops the processes whose pids are in the array `pids` (the ones this script started,
+# and only those), then waits for them so that none outlives the script.
+stop_started() {
+  local p
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
 }
