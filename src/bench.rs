@@ -436,9 +436,11 @@ pub fn discover(
                     e.kind(),
                     io::ErrorKind::WouldBlock
                         | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
                         | io::ErrorKind::ConnectionRefused
                 ) =>
             {
+                // Interrupted (a signal, EINTR): wait again, as charlie's discovery does.
                 // ConnectionRefused: ICMP port unreachable, nobody listens on the port.
                 if e.kind() == io::ErrorKind::ConnectionRefused {
                     return Ok(Discovery::NotAvailable(format!(
