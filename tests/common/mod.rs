@@ -20,14 +20,32 @@ pub fn bin(name: &str) -> PathBuf {
     dir.with_file_name(name)
 }
 
-/// A free TCP port on 127.0.0.1 (the listener is closed at once; the port stays free
-/// long enough for the test to hand it to a server).
+/// A free TCP port on 127.0.0.1 that no other test in this process is given.
+///
+/// Why not bind port 0: the kernel hands out ports from the ephemeral range, and tests
+/// run in parallel threads, so a port picked here and handed to a server a moment later
+/// could meanwhile be given to another test's server (a "tracker that is down" test then
+/// found another test's peer on its port). Ports here come from below the ephemeral
+/// range, which the kernel never picks by itself, each one at most once per process,
+/// starting at an offset taken from the pid so concurrent test processes rarely meet.
 pub fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 10_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let high = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .filter(|&low_eph| low_eph > LOW + 1000 && low_eph <= 65_536)
+        .unwrap_or(30_000);
+    let span = high - LOW;
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let port = (LOW + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span) as u16;
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{high}");
 }
 
 /// Deterministic pseudo-random bytes (xorshift), so failures can be reproduced.
