@@ -86,8 +86,45 @@ fn read_text(path: &Path) -> Result<(String, String), ConfigError> {
     Ok((shown, text))
 }
 
+/// Finds a section header or a key given twice, which Python's configparser refuses
+/// (DuplicateSectionError, DuplicateOptionError) and configparser-rs would silently merge,
+/// the last value winning: a file.ini listing chunk 3 twice is a broken file, not a choice.
+/// Keys compare without regard to case, as Python lowercases them; indented lines are
+/// continuations of a value in Python, so they are not keys.
+fn find_duplicate(text: &str) -> Option<String> {
+    use std::collections::HashSet;
+    let mut sections = HashSet::new();
+    let mut keys: HashSet<String> = HashSet::new();
+    let mut section = "";
+    for (n, line) in text.lines().enumerate() {
+        let trimmed = line.trim();
+        if line.starts_with([' ', '\t']) || trimmed.is_empty() || trimmed.starts_with(['#', ';']) {
+            continue;
+        }
+        if let Some(name) = trimmed.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+            if !sections.insert(name) {
+                return Some(format!("line {}: section [{name}] given twice", n + 1));
+            }
+            section = name;
+            keys.clear();
+        } else {
+            let key = trimmed.split(['=', ':']).next().unwrap_or("").trim();
+            if !keys.insert(key.to_ascii_lowercase()) {
+                return Some(format!("line {}: [{section}] {key} given twice", n + 1));
+            }
+        }
+    }
+    None
+}
+
 impl IniFile {
     fn parse(path: &str, text: &str) -> Result<Self, ConfigError> {
+        if let Some(msg) = find_duplicate(text) {
+            return Err(ConfigError::Syntax {
+                path: path.to_string(),
+                msg,
+            });
+        }
         let mut ini = new_ini();
         ini.read(text.to_string())
             .map_err(|msg| ConfigError::Syntax {
@@ -152,12 +189,21 @@ impl IniFile {
     }
 }
 
-/// The text of `ini` in the course's style (`key = value`, a blank line between sections).
+/// The text of `ini` byte for byte as Python's `configparser.write` gives it, which the
+/// course's scripts use: `key = value`, and a blank line after every section, the last
+/// one included (configparser-rs puts blank lines only between sections).
 fn ini_text(ini: &Ini) -> String {
     let mut opts = WriteOptions::new();
     opts.space_around_delimiters = true;
     opts.blank_lines_between_sections = 1;
-    ini.pretty_writes(&opts)
+    let mut text = ini.pretty_writes(&opts);
+    if !text.is_empty() {
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push('\n');
+    }
+    text
 }
 
 fn write_text(path: &Path, text: &str) -> Result<(), ConfigError> {
@@ -374,6 +420,42 @@ mod tests {
         std::fs::write(&p, "[bob]\nport_number = 8001\n").unwrap();
         let e = PeersConfig::load(&p).unwrap_err().to_string();
         assert!(e.ends_with("[bob] ip_address: missing"), "{e}");
+    }
+
+    /// The shipped config/peers.ini is what `to_text` writes for the course defaults, and
+    /// what Python's configparser writes for them (checked with Python when it was made).
+    #[test]
+    fn shipped_peers_ini_is_the_course_defaults() {
+        let shipped = include_str!("../config/peers.ini");
+        assert_eq!(PeersConfig::course_defaults().to_text(), shipped);
+        assert!(shipped.ends_with("port_number = 8002\n\n"));
+    }
+
+    /// Python's configparser refuses a section or a key given twice; so do we, naming
+    /// the line, instead of letting the last value win.
+    #[test]
+    fn duplicate_sections_and_keys_are_errors() {
+        let e = |t: &str| PeersConfig::parse(t, "peers.ini").unwrap_err().to_string();
+        let one = "[bob]\nip_address = 127.0.0.1\nport_number = 8002\n";
+        assert_eq!(
+            e(&format!("{one}\n{one}")),
+            "peers.ini: line 5: section [bob] given twice"
+        );
+        assert_eq!(
+            e(&format!("{one}PORT_NUMBER: 8003\n")),
+            "peers.ini: line 4: [bob] PORT_NUMBER given twice"
+        );
+        // The same key in two sections, a continuation line and comments are fine.
+        let ok = format!(
+            "{one}  continued\n# port_number = 1\n[alice]\nip_address = 127.0.0.1\nport_number = 8001\n"
+        );
+        assert_eq!(
+            PeersConfig::parse(&ok, "peers.ini")
+                .unwrap()
+                .entries()
+                .len(),
+            2
+        );
     }
 
     #[test]

@@ -262,11 +262,8 @@ fn default_split_follows_the_course_rule_and_round_trips() {
         .map(|(i, p)| (i.to_string(), p.to_string()))
         .collect();
     assert_eq!(ini["chunks_peers"], expected_peers);
-    // Same text as Python's configparser would write, but for its trailing blank line.
-    assert_eq!(
-        text.trim_end(),
-        python_file_ini("test.bin", &hashes, &holders).trim_end()
-    );
+    // Byte for byte the text Python's configparser writes.
+    assert_eq!(text, python_file_ini("test.bin", &hashes, &holders));
 
     gather_into_charlie(root, &["alice", "bob"]);
     merge_and_check(root, "test.bin", &data);
@@ -495,8 +492,8 @@ fn python_written_file_ini_is_read_and_ours_round_trips() {
     m.save(&ours).unwrap();
     assert_eq!(FileManifest::load(&ours).unwrap(), expected);
     assert_eq!(
-        fs::read_to_string(&ours).unwrap().trim_end(),
-        fs::read_to_string(&ini).unwrap().trim_end()
+        fs::read_to_string(&ours).unwrap(),
+        fs::read_to_string(&ini).unwrap()
     );
 
     // merge_chunks and check_file work from the Python-written file.ini.
@@ -530,5 +527,69 @@ fn help_and_version() {
             stdout(&v).trim(),
             format!("{name} {}", env!("CARGO_PKG_VERSION"))
         );
+    }
+}
+
+/// Every regular file of a peer's chunk directory, by name, with its bytes (dot-files,
+/// such as `.gitkeep`, aside).
+fn chunk_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !n.starts_with('.'))
+        .map(|n| {
+            let bytes = fs::read(dir.join(&n)).unwrap();
+            (n, bytes)
+        })
+        .collect()
+}
+
+/// Ours and a Python create_chunks written from the spec (tests/reference, with Python's
+/// own configparser and hashlib) make the same chunk files and the same file.ini, byte
+/// for byte, for every chunk count from 1 to 13 (all the rounding cases of the thirds)
+/// and for the course's 3,300,000-byte file with 512 KiB and 1 MiB chunks.
+#[test]
+fn same_chunks_and_file_ini_as_the_python_reference() {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/reference/create_chunks.py"
+    );
+    let mut cases: Vec<(usize, usize)> = (1..=13).map(|n| (n * 1000 - (n % 2) * 7, 1000)).collect();
+    cases.extend([(SIZE, KIB512), (SIZE, 1 << 20)]);
+    for (i, (size, chunk)) in cases.into_iter().enumerate() {
+        let data = random_bytes(size, 100 + i as u64);
+        let ours = root_with("test.bin", &data);
+        let theirs = root_with("test.bin", &data);
+        let chunk_arg = chunk.to_string();
+        assert_ok(&run(
+            CREATE,
+            ours.path(),
+            &["test.bin", "--chunk-size", &chunk_arg],
+        ));
+        let py = Command::new("python3")
+            .arg(script)
+            .arg(theirs.path())
+            .args(["test.bin", &chunk_arg])
+            .output()
+            .expect("python3 is needed for this test (apt-get install python3)");
+        assert_ok(&py);
+        let what = format!("{size} bytes in {chunk}-byte chunks");
+        for peer in ["alice", "bob", "charlie"] {
+            let (a, b) = (
+                chunk_files(&ours.path().join("chunks").join(peer)),
+                chunk_files(&theirs.path().join("chunks").join(peer)),
+            );
+            assert_eq!(
+                a.keys().collect::<Vec<_>>(),
+                b.keys().collect::<Vec<_>>(),
+                "{what}: chunks/{peer}"
+            );
+            assert!(a == b, "{what}: chunks/{peer} contents differ");
+        }
+        let (a, b) = (
+            fs::read_to_string(ours.path().join("config/file.ini")).unwrap(),
+            fs::read_to_string(theirs.path().join("config/file.ini")).unwrap(),
+        );
+        assert_eq!(a, b, "{what}: file.ini");
     }
 }

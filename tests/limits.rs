@@ -110,7 +110,8 @@ fn flood(sys: &mut System, label: &str, req: &[u8], reply: &[u8]) {
     raise_fd_limit(4 * FLOOD as u64);
     let pid = sys.proc(label).pid();
     let addr = sys.addr(label);
-    assert_eq!(threads(pid), 1);
+    // The start-up probe's connection thread may still be ending.
+    assert_eq!(wait_threads(pid, 1, Duration::from_secs(5)), 1);
     let rss_before = proc_status(pid, "VmRSS").unwrap();
     let sampler = Sampler::start(pid);
     let t = Instant::now();
@@ -277,10 +278,15 @@ fn a_client_vanishing_mid_send_frees_the_thread() {
 
     // The client's host is gone without a word: nothing reads, nothing closes. The write
     // timeout frees the thread.
+    // The start-up probe's connection thread may still be ending.
+    assert_eq!(wait_threads(pid, 1, Duration::from_secs(5)), 1);
     let sock = start_big_download(addr, &req);
     let t = Instant::now();
-    thread::sleep(Duration::from_millis(100));
-    assert_eq!(threads(pid), 2, "alice is sending");
+    assert_eq!(
+        wait_threads(pid, 2, Duration::from_secs(5)),
+        2,
+        "alice is sending"
+    );
     assert_eq!(wait_threads(pid, 1, Duration::from_secs(5)), 1);
     let took = t.elapsed();
     eprintln!("silent vanished client: thread freed after {took:?}");
@@ -293,8 +299,11 @@ fn a_client_vanishing_mid_send_frees_the_thread() {
     // The client's process died: its kernel resets the connection (unread data), and the
     // server's blocked send fails at once, well before the write timeout.
     let sock = start_big_download(addr, &req);
-    thread::sleep(Duration::from_millis(100));
-    assert_eq!(threads(pid), 2, "alice is sending");
+    assert_eq!(
+        wait_threads(pid, 2, Duration::from_secs(5)),
+        2,
+        "alice is sending"
+    );
     sock.set_linger(Some(Duration::ZERO)).unwrap();
     let t = Instant::now();
     drop(sock);
