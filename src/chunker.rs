@@ -223,8 +223,10 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ChunkerError + '_ {
 /// Like the course's create_chunks it first empties `chunks/alice`, `chunks/bob` and
 /// `chunks/charlie`, plus the directory of every named peer (created if needed); dot-files
 /// such as `.gitkeep` survive. It also removes the old `config/file.ini` at that point, so
-/// that if the split then fails half-way no file.ini describes chunks that are gone.
-/// Everything that can be checked beforehand (names, sizes, the chunk limit) is checked
+/// that if the split then fails half-way no file.ini describes chunks that are gone; a
+/// split that fails half-way also removes the chunks it wrote, leaving the directories
+/// empty rather than holding a set no file.ini describes. Everything that can be checked
+/// beforehand (names, sizes, the chunk limit) is checked
 /// before anything is deleted.
 ///
 /// Each chunk is written atomically as `chunks/<peer>/<sha1hex>.bin` for every peer
@@ -305,15 +307,59 @@ pub fn split_file_with_progress(
         stores.push((name.as_str(), store));
     }
 
+    let result = write_chunks(
+        &mut file,
+        &path,
+        size,
+        chunk_size,
+        holders,
+        &stores,
+        &mut progress,
+    )
+    .and_then(|chunks| {
+        let manifest = FileManifest {
+            filename: filename.to_string(),
+            chunks,
+        };
+        let config_dir = root.config_dir();
+        fs::create_dir_all(&config_dir).map_err(io_err(&config_dir))?;
+        manifest.save(&file_ini)?;
+        Ok(manifest)
+    });
+    if result.is_err() {
+        // A split that stops halfway (disk full, the file changed) takes back the chunks
+        // it wrote: peers would otherwise serve a set that no file.ini describes. Best
+        // effort; the error that stopped the split is the one reported.
+        for (_, store) in &stores {
+            if let Err(e) = store.clear() {
+                log::warn!(
+                    "cannot remove the partial split in {}: {e}",
+                    store.dir().display()
+                );
+            }
+        }
+    }
+    result
+}
+
+/// Reads `file` (of `size` bytes) chunk by chunk and writes each chunk to the stores of
+/// the peers `holders` names for it; returns the chunks in order.
+fn write_chunks(
+    file: &mut File,
+    path: &Path,
+    size: u64,
+    chunk_size: usize,
+    holders: Vec<Vec<String>>,
+    stores: &[(&str, ChunkStore)],
+    progress: &mut impl FnMut(u64),
+) -> Result<Vec<ManifestChunk>, ChunkerError> {
+    let shown = display_path(path);
     // A file smaller than one chunk needs no more buffer than its own size.
     let mut buf = vec![0u8; chunk_size.min(usize::try_from(size).unwrap_or(usize::MAX))];
-    let mut manifest = FileManifest {
-        filename: filename.to_string(),
-        chunks: Vec::with_capacity(n_chunks),
-    };
+    let mut chunks = Vec::with_capacity(holders.len());
     let mut done = 0u64;
     for (index, chunk_peers) in holders.into_iter().enumerate() {
-        let len = read_full(&mut file, &mut buf).map_err(io_err(&path))?;
+        let len = read_full(file, &mut buf).map_err(io_err(path))?;
         let expected_len = (size - done).min(chunk_size as u64) as usize;
         if len != expected_len {
             return Err(ChunkerError::Changed {
@@ -335,7 +381,7 @@ pub fn split_file_with_progress(
             "chunk {index}: {hash} ({len} bytes) -> {}",
             chunk_peers.join(", ")
         );
-        manifest.chunks.push(ManifestChunk {
+        chunks.push(ManifestChunk {
             hash,
             peers: chunk_peers,
         });
@@ -343,17 +389,13 @@ pub fn split_file_with_progress(
         progress(done);
     }
     // The file must end where its size said it would.
-    if read_full(&mut file, &mut buf[..1]).map_err(io_err(&path))? != 0 {
+    if read_full(file, &mut buf[..1]).map_err(io_err(path))? != 0 {
         return Err(ChunkerError::Changed {
             path: shown,
             expected: size,
         });
     }
-
-    let config_dir = root.config_dir();
-    fs::create_dir_all(&config_dir).map_err(io_err(&config_dir))?;
-    manifest.save(&file_ini)?;
-    Ok(manifest)
+    Ok(chunks)
 }
 
 /// Fills `buf` from `r` as far as it can; returns fewer bytes than `buf.len()` only at

@@ -593,3 +593,65 @@ fn same_chunks_and_file_ini_as_the_python_reference() {
         assert_eq!(a, b, "{what}: file.ini");
     }
 }
+
+/// A split that runs out of disk space halfway (chunks/ is a 3 MiB tmpfs in a private
+/// mount namespace; the file needs 2 × 4 MiB) fails with one clear line and takes back
+/// every chunk it wrote, so no peer serves a set that no file.ini describes; after the
+/// space grows, the same command succeeds.
+#[test]
+fn a_split_that_fills_the_disk_leaves_no_partial_chunks() {
+    let data = random_bytes(4 << 20, 77);
+    let d = root_with("big.bin", &data);
+    let root = d.path();
+    let out = tempfile::tempdir().unwrap();
+    let script = r#"
+        set -u
+        mount -t tmpfs -o size=3m swarmlet-test "$ROOT/chunks" || exit 90
+        mkdir -p "$ROOT/chunks/alice" "$ROOT/chunks/bob" "$ROOT/chunks/charlie"
+        touch "$ROOT/chunks/alice/.gitkeep"
+        "$CREATE" big.bin --root "$ROOT" 2> "$OUT/1.err"
+        echo $? > "$OUT/1.rc"
+        find "$ROOT/chunks" "$ROOT/config" -type f | sort > "$OUT/1.files"
+        mount -o remount,size=32m "$ROOT/chunks" || exit 91
+        "$CREATE" big.bin --root "$ROOT" 2> "$OUT/2.err"
+        echo $? > "$OUT/2.rc"
+        find "$ROOT/chunks" -name '*.bin' | wc -l > "$OUT/2.count"
+    "#;
+    let status = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", script])
+        .env("ROOT", root)
+        .env("CREATE", CREATE)
+        .env("OUT", out.path())
+        .env_remove("RUST_LOG")
+        .status()
+        .expect("unshare (util-linux) is needed for the disk-full test");
+    assert!(
+        status.success(),
+        "cannot set up the small tmpfs (needs root: unshare --mount, mount -t tmpfs): {status}"
+    );
+    let read = |f: &str| fs::read_to_string(out.path().join(f)).unwrap();
+    assert_ne!(
+        read("1.rc").trim(),
+        "0",
+        "a split into a full disk succeeded"
+    );
+    let err = read("1.err");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "one line expected: {err}");
+    assert!(
+        lines[0].starts_with("error: ") && lines[0].contains("No space left on device"),
+        "{err}"
+    );
+    // Only the dot-file the test put there is left: no chunk, no temporary file, no
+    // file.ini.
+    let left: Vec<String> = read("1.files").lines().map(|l| l.to_string()).collect();
+    let dotfiles = ["chunks/alice/.gitkeep", "config/.gitkeep"];
+    let dotfiles: Vec<String> = dotfiles
+        .iter()
+        .map(|f| root.join(f).display().to_string())
+        .collect();
+    assert_eq!(left, dotfiles, "left behind after a failed split");
+    assert_eq!(read("2.rc").trim(), "0", "{}", read("2.err"));
+    // 8 chunks of 512 KiB: alice holds 1-3 and 4-6, bob 4-6 and 7-8.
+    assert_eq!(read("2.count").trim(), "11");
+}
