@@ -188,7 +188,8 @@ fn lab_interrupted_like_ctrl_c_removes_everything() {
     require_root();
     use std::os::unix::process::CommandExt;
     // Its own process group, so that SIGINT reaches it as a Ctrl-C at a terminal does.
-    let mut child = Command::new("bash")
+    let mut command = Command::new("bash");
+    command
         .arg(script())
         .arg("--bin")
         .arg(bin_dir())
@@ -197,9 +198,19 @@ fn lab_interrupted_like_ctrl_c_removes_everything() {
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .unwrap();
+        .process_group(0);
+    // SAFETY: signal() is async-signal-safe, as pre_exec requires. A terminal's Ctrl-C
+    // meets a shell whose SIGINT is at its default; a shell that starts with SIGINT
+    // ignored cannot trap it at all. A test run from a background job (`cargo test &`,
+    // nohup, some CI runners) hands that "ignored" down, and the lab then ran to the end
+    // and exited 0, so the child gets the default back first.
+    unsafe {
+        command.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut first = String::new();
     for line in lines.by_ref() {
