@@ -248,8 +248,8 @@ for r in "${peer_names[@]}"; do wait_port "${ip[$r]}" "$(peer_port "$r")"; done
 
 # The wait for charlie's progress runs on builtins only (no sleep, find or $(...)): when
 # a Ctrl-C lands just as a short-lived foreground child exits normally, bash takes it
-# that the child handled the signal and drops it, so a polling loop of forks would now
-# and then ignore Ctrl-C (seen in tests/lab.rs, about 1 run in 3 under load).
+# that the child handled the signal and drops it (bash's "wait and cooperative exit"),
+# so a loop forking every 10 ms could now and then ignore a Ctrl-C.
 exec {nap_fd}<> <(:)   # a pipe nobody writes to: `read -t` on it is a builtin sleep
 nap() { read -r -t "$1" -u "$nap_fd" _ || true; }
 hex40=$(printf '[0-9a-f]%.0s' {1..40})
