@@ -173,46 +173,85 @@ impl Read for ReplyReader<'_> {
 
 /// Asks the tracker at `addr` for FILE_INFO (step 2). A FILE_INFO labelled with type 5
 /// is tolerated with a warning, as the spec allows for one known tracker.
+///
+/// Retry policy: up to [`TRACKER_ATTEMPTS`] whole exchanges (connect, request, reply),
+/// [`TRACKER_BACKOFF`] apart, when the failure may pass: no connection, a timeout, a
+/// connection closed or reset before the reply was whole. GET_FILE_INFO changes nothing
+/// at the tracker, so asking again is safe. On a lossy LAN a lost SYN or request costs
+/// TCP a 1 s retransmission, and two such losses overran a 2 s reply deadline (seen in
+/// `tests/lab.rs` with 5% loss, once in a few runs). A reply that is there but wrong (an
+/// ERROR, another type, a malformed message) is the tracker's answer and is not asked
+/// again.
 pub fn get_file_info(
     addr: SocketAddrV4,
     limits: &ClientLimits,
 ) -> Result<FileInfo, TrackerClientError> {
     let mut attempt = 0;
-    let mut stream = loop {
+    loop {
         attempt += 1;
-        match connect(addr.into(), limits) {
-            Ok(s) => break s,
-            Err(source) if attempt >= TRACKER_ATTEMPTS => {
-                return Err(TrackerClientError::Unreachable {
-                    addr,
-                    attempts: attempt,
-                    source,
-                });
-            }
-            Err(e) => {
-                log::warn!("tracker {addr}: {e}; retrying");
+        match ask_file_info(addr, limits, attempt) {
+            Ok(info) => return Ok(info),
+            Err((e, Transient::Yes)) if attempt < TRACKER_ATTEMPTS => {
+                log::warn!("{e}; asking again");
                 thread::sleep(TRACKER_BACKOFF);
             }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+/// Whether a failed tracker exchange may succeed if tried again.
+#[derive(Debug, PartialEq, Eq)]
+enum Transient {
+    Yes,
+    No,
+}
+
+/// One GET_FILE_INFO exchange on a new connection.
+fn ask_file_info(
+    addr: SocketAddrV4,
+    limits: &ClientLimits,
+    attempt: u32,
+) -> Result<FileInfo, (TrackerClientError, Transient)> {
+    let stream = connect(addr.into(), limits).map_err(|source| {
+        let e = TrackerClientError::Unreachable {
+            addr,
+            attempts: attempt,
+            source,
+        };
+        (e, Transient::Yes)
+    })?;
+    let fail = |why: String, transient: Transient| {
+        let why = if attempt > 1 {
+            format!("{why} (attempt {attempt})")
+        } else {
+            why
+        };
+        (TrackerClientError::Exchange { addr, why }, transient)
+    };
+    // Why a read failed, and whether it is worth asking again: only the stream's own
+    // failures (I/O, timeouts, an early close) are; the content of a reply is not.
+    let read_fail = |e: ReadError| {
+        let transient = match e {
+            ReadError::Closed | ReadError::Io(_) => Transient::Yes,
+            ReadError::Frame(_) | ReadError::Message(_) => Transient::No,
+        };
+        match e {
+            ReadError::Closed => fail("closed the connection without answering".into(), transient),
+            e => fail(e.to_string(), transient),
         }
     };
-    let exchange = |why: String| TrackerClientError::Exchange { addr, why };
     let req = Message::GetFileInfo
         .encode()
         .expect("GET_FILE_INFO encodes");
-    stream
+    (&stream)
         .write_all(&req)
-        .map_err(|e| exchange(e.to_string()))?;
+        .map_err(|e| fail(e.to_string(), Transient::Yes))?;
     let tol = Tolerance {
         file_info_as_chunk_type: true,
     };
     let mut reader = ReplyReader::new(&stream, limits);
-    let header = match wire::read_header(&mut reader) {
-        Ok(h) => h,
-        Err(ReadError::Closed) => {
-            return Err(exchange("closed the connection without answering".into()));
-        }
-        Err(e) => return Err(exchange(e.to_string())),
-    };
+    let header = wire::read_header(&mut reader).map_err(read_fail)?;
     reader.allow(header.message_len());
     // read_message reads the header itself: hand it back the 8 bytes already read
     // (reserved bytes are ignored anyway).
@@ -221,13 +260,12 @@ pub fn get_file_info(
     let mut whole = (&head[..]).chain(&mut reader);
     match wire::read_message(&mut whole, limits.max_file_info_len, tol) {
         Ok(Message::FileInfo(fi)) => Ok(fi),
-        Ok(Message::Error(code)) => Err(exchange(format!("answered ERROR {code}"))),
-        Ok(other) => Err(exchange(format!(
-            "answered {} instead of FILE_INFO",
-            other.msg_type()
-        ))),
-        Err(ReadError::Closed) => Err(exchange("closed the connection without answering".into())),
-        Err(e) => Err(exchange(e.to_string())),
+        Ok(Message::Error(code)) => Err(fail(format!("answered ERROR {code}"), Transient::No)),
+        Ok(other) => Err(fail(
+            format!("answered {} instead of FILE_INFO", other.msg_type()),
+            Transient::No,
+        )),
+        Err(e) => Err(read_fail(e)),
     }
 }
 
