@@ -362,3 +362,73 @@ fn tracker_refuses_to_start_when_file_ini_names_an_unknown_peer() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("\"mallory\" is not in peers.ini"));
 }
+
+/// Endgame: every chunk is listed on bob and on a fake peer that accepts the connection,
+/// reads the requests and never answers. Charlie must finish from bob (fetching a second
+/// copy of whatever it asked the staller for) and end without waiting for the staller's
+/// reply deadline: the bound below is a third of it, and a hang would take all of it.
+#[test]
+fn a_peer_that_never_answers_does_not_hold_up_the_end() {
+    use std::io::Read;
+    use std::net::{SocketAddr, TcpListener};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Instant;
+    use swarmlet::config::PeersConfig;
+
+    let mut sys = System::with_peers(8 * MIB + 7, 512 * KIB, &["bob"]);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let SocketAddr::V4(stall_addr) = listener.local_addr().unwrap() else {
+        unreachable!("bound to IPv4")
+    };
+    let (connections, received) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    {
+        let (connections, received) = (connections.clone(), received.clone());
+        std::thread::spawn(move || {
+            for mut s in listener.incoming().flatten() {
+                connections.fetch_add(1, Ordering::SeqCst);
+                let received = received.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    // Reads until charlie closes (or aborts) the connection.
+                    while let Ok(n @ 1..) = s.read(&mut buf) {
+                        received.fetch_add(n, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+    }
+    let mut entries = sys.peers.entries().to_vec();
+    entries.push(("stall".into(), stall_addr));
+    sys.peers = PeersConfig::from_entries(entries);
+    sys.peers
+        .save(&sys.root().join("config/peers.ini"))
+        .unwrap();
+    let mut manifest = sys.manifest();
+    for c in &mut manifest.chunks {
+        c.peers.push("stall".into());
+    }
+    manifest.save(&sys.root().join("config/file.ini")).unwrap();
+    sys.start("bob", "bob", &[]);
+
+    let start = Instant::now();
+    let out = sys.charlie(&["--step", "1", "--timeout-ms", "60000"]);
+    let took = start.elapsed();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(sys.check_file(), "file differs");
+    assert!(
+        took < Duration::from_secs(20),
+        "charlie waited for the staller: {took:?}"
+    );
+    // The staller was asked (so bob had to fetch a second copy), on one connection.
+    assert!(
+        received.load(Ordering::SeqCst) > 0,
+        "the staller was never asked"
+    );
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+    let summary = stdout(&out);
+    assert!(summary.contains("; endgame duplicates "), "{summary}");
+    assert!(summary.contains("stall 0"), "{summary}");
+    let n = sys.manifest().chunks.len();
+    assert!(summary.contains(&format!("bob {n}")), "{summary}");
+}

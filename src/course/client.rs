@@ -3,13 +3,14 @@
 //! the download engine.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, SocketAddrV4, TcpStream};
+use std::net::{Shutdown, SocketAddr, SocketAddrV4, TcpStream};
+use std::sync::{Arc, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::config::{FileManifest, PeersConfig};
 use crate::download::plan::PeerTable;
-use crate::download::{ChunkSource, Connector, FetchError, PeerInfo, Plan, PlanError};
+use crate::download::{AbortHandle, ChunkSource, Connector, FetchError, PeerInfo, Plan, PlanError};
 use crate::hash::ChunkHash;
 use crate::root::check_file_name;
 use crate::wire::{self, ChunkReply, ErrorCode, FileInfo, Message, ReadError, Tolerance};
@@ -374,16 +375,30 @@ impl Connector for CourseConnector {
     fn connect(&self, peer: &PeerInfo) -> Result<Box<dyn ChunkSource>, FetchError> {
         let stream = connect(peer.addr, &self.limits)?;
         Ok(Box::new(CourseSource {
-            stream,
+            stream: Arc::new(stream),
             limits: self.limits,
         }))
     }
 }
 
-/// One connection to a course peer.
+/// One connection to a course peer. The stream is shared only with its abort handle,
+/// which holds a weak reference: the socket closes when the source is dropped, never
+/// kept open by a handle (as a `try_clone`d descriptor would keep it).
 struct CourseSource {
-    stream: TcpStream,
+    stream: Arc<TcpStream>,
     limits: ClientLimits,
+}
+
+/// Aborts a [`CourseSource`] from another thread: `shutdown(Both)` wakes a read blocked
+/// on the socket at once (it sees end of file) and fails any later write.
+struct CourseAbort(Weak<TcpStream>);
+
+impl AbortHandle for CourseAbort {
+    fn abort(&self) {
+        if let Some(stream) = self.0.upgrade() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
 }
 
 impl ChunkSource for CourseSource {
@@ -393,7 +408,7 @@ impl ChunkSource for CourseSource {
         let req = Message::GetChunk(*hash)
             .encode()
             .expect("GET_CHUNK encodes");
-        self.stream.write_all(&req)?;
+        (&*self.stream).write_all(&req)?;
         let mut reader = ReplyReader::new(&self.stream, &self.limits);
         let header = match wire::read_header(&mut reader) {
             Ok(h) => h,
@@ -412,6 +427,10 @@ impl ChunkSource for CourseSource {
             Ok(ChunkReply::Error(code)) => Err(FetchError::Refused(format!("ERROR {code}"))),
             Err(e) => Err(read_failure(e)),
         }
+    }
+
+    fn abort_handle(&self) -> Option<Box<dyn AbortHandle>> {
+        Some(Box::new(CourseAbort(Arc::downgrade(&self.stream))))
     }
 }
 

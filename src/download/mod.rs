@@ -11,6 +11,12 @@
 //! - **verifiers** hash each chunk and write it atomically to the store, then return the
 //!   buffer to the pool and report to the coordinator.
 //!
+//! **Endgame**: when a worker is idle and no pending piece is left for it, it may fetch a
+//! second copy of a piece in flight on another peer (see [`MAX_FETCHES_PER_PIECE`]); the
+//! first copy that verifies wins (a per-piece flag claimed in the verifier), the other is
+//! dropped. When every piece is done or failed the coordinator aborts the connections
+//! still busy ([`ChunkSource::abort_handle`]), so a stuck peer cannot delay the end.
+//!
 //! A protocol plugs in through [`Connector`] and [`ChunkSource`]: the course protocol's
 //! implementation is in `crate::course::client`.
 
@@ -20,6 +26,7 @@ pub mod plan;
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -43,7 +50,36 @@ pub trait ChunkSource: Send {
     /// overwrite it rather than clear it, so that its memory is not zeroed again. The
     /// content is *not* verified here: the engine hashes it off the socket thread.
     fn fetch(&mut self, hash: &ChunkHash, buf: &mut Vec<u8>) -> Result<(), FetchError>;
+
+    /// A handle that aborts this connection from another thread: a `fetch` blocked on it
+    /// returns an error soon after [`AbortHandle::abort`], and any later one fails at
+    /// once. The engine uses it to end a download without waiting for a losing endgame
+    /// fetch from a stuck peer to time out. `None` (the default) means the connection
+    /// cannot be aborted: the end of the download then waits for the fetch to return.
+    fn abort_handle(&self) -> Option<Box<dyn AbortHandle>> {
+        None
+    }
 }
+
+/// Aborts one connection from another thread (see [`ChunkSource::abort_handle`]).
+pub trait AbortHandle: Send {
+    /// Aborts the connection, if it is still open; harmless if it is already closed.
+    fn abort(&self);
+}
+
+/// Most fetches of one piece running at once: the first fetch and one endgame duplicate.
+///
+/// Design decision. Endgame starts for a worker as soon as it is idle and no *pending*
+/// piece is left that it can serve: from then on it would only sit idle, so a second copy
+/// of a piece in flight elsewhere costs nothing but one chunk of bandwidth, and it takes
+/// the download's tail off the slowest peer. Each worker waits for its reply before it
+/// asks again (stop-and-wait), so a duplicate is never queued behind other requests and
+/// one duplicate is enough to route around one slow or dead peer; a third copy would
+/// only spend a third peer's bandwidth on the same chunk. Pieces in flight longest are
+/// duplicated first. Since a peer only reaches endgame when none of its pending pieces is
+/// left, the duplicates are bounded by the pieces in flight then (at most a few per
+/// peer), not by the size of the file.
+pub const MAX_FETCHES_PER_PIECE: usize = 2;
 
 /// Told of every chunk as soon as it is verified and stored, on the verifier's thread,
 /// while its bytes are still in memory: Charlie assembles the final file with them
@@ -84,7 +120,8 @@ pub struct Options {
     /// verified and written. The verifiers are the slower stage (see `verifiers`), so a
     /// third buffer per peer would only wait in their queue: on the benchmark 2, 3 and 4
     /// per peer were within the machine's noise of each other, so the least memory wins.
-    /// Peak memory is about `peers × buffers_per_peer × chunk size`.
+    /// Peak memory is about `peers × buffers_per_peer × chunk size`. An endgame duplicate
+    /// takes a buffer from the same pool, so endgame adds no memory.
     pub buffers_per_peer: usize,
     /// Verifier threads (SHA-1, the chunk file, and the assembled file when Charlie
     /// merges). This is the heaviest stage per byte: on the benchmark's 2-core machine a
@@ -139,6 +176,10 @@ pub struct Report {
     pub resumed: usize,
     /// Fetches that had to be repeated (on the same or another peer).
     pub retries: usize,
+    /// Endgame duplicates: second fetches of a piece started while its first fetch was
+    /// still running on another peer (see [`MAX_FETCHES_PER_PIECE`]). Whichever copy
+    /// verifies first counts in `bytes` and in its peer's chunks; the other counts nowhere.
+    pub endgame_duplicates: usize,
 }
 
 impl Report {
@@ -154,7 +195,7 @@ impl Report {
             .iter()
             .map(|p| format!("{} {}", p.label, p.chunks))
             .collect();
-        format!(
+        let mut line = format!(
             "{filename}: {} bytes in {:.3} s ({:.1} MB/s); chunks from {}; resumed {}; retries {}",
             self.bytes,
             self.elapsed.as_secs_f64(),
@@ -162,7 +203,12 @@ impl Report {
             per_peer.join(", "),
             self.resumed,
             self.retries
-        )
+        );
+        // Only when endgame happened, so that the usual line keeps its format.
+        if self.endgame_duplicates > 0 {
+            line.push_str(&format!("; endgame duplicates {}", self.endgame_duplicates));
+        }
+        line
     }
 }
 
@@ -237,6 +283,9 @@ struct Piece {
     /// Live peers still worth asking for this piece.
     candidates: Vec<PeerId>,
     state: PieceState,
+    /// Peers whose fetch of this piece has not ended yet (assigned, and no outcome event
+    /// received): at most [`MAX_FETCHES_PER_PIECE`].
+    fetchers: Vec<PeerId>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -253,8 +302,12 @@ type PieceId = usize;
 enum Event {
     /// The peer's worker is ready for a piece.
     Idle(PeerId),
+    /// The peer's worker has a new connection, abortable with this handle if any.
+    Connected(PeerId, Option<Box<dyn AbortHandle>>),
     /// A piece verified and is on disk.
     Verified(PieceId, PeerId, u64),
+    /// A copy of a piece verified, but another copy had won: it was dropped, unwritten.
+    Duplicate(PieceId, PeerId),
     /// The peer does not have the piece.
     NotFound(PieceId, PeerId),
     /// The peer sent bad data or an error reply for the piece.
@@ -286,7 +339,13 @@ struct PeerState {
     /// Pieces given back by other peers; served before `queue`.
     retry: VecDeque<PieceId>,
     idle: bool,
+    /// The piece this peer's worker is fetching: set when it is assigned, cleared when
+    /// the worker says it is idle again (its copy then is with the verifiers, or its
+    /// failure was reported first, on the same channel).
+    fetching: Option<PieceId>,
     dead: bool,
+    /// Aborts the worker's current connection (see [`ChunkSource::abort_handle`]).
+    abort: Option<Box<dyn AbortHandle>>,
     bad_in_a_row: u32,
     assign: Option<Sender<Assignment>>,
     report: PeerReport,
@@ -341,6 +400,8 @@ pub fn download_with(
     // vectors rather than a clone of each piece's list, so that a 65,535-chunk plan
     // costs two allocations here, not 65,535.
     let indexes = PieceIndexes::new(&pieces);
+    let claimed: Vec<AtomicBool> = pieces.iter().map(|_| AtomicBool::new(false)).collect();
+    let finished = AtomicBool::new(false);
     let ctx = Ctx {
         plan,
         store,
@@ -348,6 +409,8 @@ pub fn download_with(
         opts,
         indexes: &indexes,
         on_verified,
+        claimed: &claimed,
+        finished: &finished,
     };
     let mut coord = Coordinator::new(plan, pieces, opts.max_bad_chunks);
     let report = thread::scope(|s| coord.run(s, &ctx, progress));
@@ -375,6 +438,7 @@ fn group_pieces(plan: &Plan) -> Vec<Piece> {
                 indexes: Vec::new(),
                 candidates: Vec::new(),
                 state: PieceState::Pending,
+                fetchers: Vec::new(),
             });
             pieces.len() - 1
         });
@@ -422,6 +486,12 @@ struct Ctx<'e> {
     /// File positions of each piece, by piece id.
     indexes: &'e PieceIndexes,
     on_verified: Option<&'e dyn Verified>,
+    /// Per piece: a copy of it has verified. Swapped by the verifiers, so exactly one copy
+    /// of each piece is written, reported and counted even when endgame fetched two.
+    claimed: &'e [AtomicBool],
+    /// Set by the coordinator once the download is over, before it aborts the connections
+    /// still busy: a worker whose fetch then fails exits without reporting a failure.
+    finished: &'e AtomicBool,
 }
 
 struct Coordinator {
@@ -429,8 +499,13 @@ struct Coordinator {
     peers: Vec<PeerState>,
     /// Pieces in state Pending (see [`Coordinator::set_state`]).
     pending: usize,
-    in_flight: usize,
+    /// Pieces in state Pending or InFlight: the download ends when none is left.
+    open: usize,
+    /// Pieces in state InFlight, oldest first: endgame duplicates the oldest. At most a
+    /// few per peer, so scanning it is cheap.
+    in_flight: Vec<PieceId>,
     retries: usize,
+    duplicates: usize,
     bytes: u64,
     why: Vec<String>,
     max_bad: u32,
@@ -446,7 +521,9 @@ impl Coordinator {
                 cursor: 0,
                 retry: VecDeque::new(),
                 idle: false,
+                fetching: None,
                 dead: false,
+                abort: None,
                 bad_in_a_row: 0,
                 assign: None,
                 report: PeerReport {
@@ -485,24 +562,38 @@ impl Coordinator {
             pieces,
             peers,
             pending,
-            in_flight: 0,
+            open: pending,
+            in_flight: Vec::new(),
             retries: 0,
+            duplicates: 0,
             bytes: 0,
             why,
             max_bad,
         }
     }
 
-    /// Moves a piece to `state`, keeping the count of pending pieces. The count is kept
-    /// rather than recounted after every event: recounting made a 65,535-chunk download
-    /// quadratic (billions of steps).
+    /// Moves a piece to `state`, keeping the counts of pending and open pieces and the
+    /// list of pieces in flight. The counts are kept rather than recounted after every
+    /// event: recounting made a 65,535-chunk download quadratic (billions of steps).
     fn set_state(&mut self, id: PieceId, state: PieceState) {
+        use PieceState::*;
         let piece = &mut self.pieces[id];
-        let was = piece.state == PieceState::Pending;
+        let was = piece.state;
         piece.state = state;
-        match (was, state == PieceState::Pending) {
+        let open = |s| matches!(s, Pending | InFlight);
+        match (was == Pending, state == Pending) {
             (true, false) => self.pending -= 1,
             (false, true) => self.pending += 1,
+            _ => {}
+        }
+        match (open(was), open(state)) {
+            (true, false) => self.open -= 1,
+            (false, true) => self.open += 1,
+            _ => {}
+        }
+        match (was == InFlight, state == InFlight) {
+            (false, true) => self.in_flight.push(id),
+            (true, false) => self.in_flight.retain(|&i| i != id),
             _ => {}
         }
     }
@@ -535,20 +626,29 @@ impl Coordinator {
                 self.peers[id].assign = Some(tx);
                 let (ev, vtx) = (events_tx.clone(), verify_tx.clone());
                 let (pool, back) = (pool_rx.clone(), pool_tx.clone());
-                s.spawn(move || worker(id, peer, connector, opts, rx, ev, pool, back, vtx));
+                let finished = ctx.finished;
+                s.spawn(move || {
+                    worker(id, peer, connector, opts, finished, rx, ev, pool, back, vtx)
+                });
             }
         }
         drop((verify_tx, pool_tx, events_tx));
 
-        while self.pending > 0 || self.in_flight > 0 {
+        // Until every piece is done or failed: a losing endgame fetch still running then
+        // is not waited for (`finish` aborts it).
+        while self.open > 0 {
             let ev = match events.recv() {
                 Ok(ev) => ev,
                 Err(_) => break, // every worker and verifier is gone
             };
             match ev {
-                Event::Idle(p) => self.peers[p].idle = true,
+                Event::Idle(p) => {
+                    self.peers[p].idle = true;
+                    self.peers[p].fetching = None;
+                }
+                Event::Connected(p, abort) => self.peers[p].abort = abort,
                 Event::Verified(id, p, n) => {
-                    self.in_flight -= 1;
+                    self.fetch_ended(id, p);
                     self.set_state(id, PieceState::Done);
                     let peer = &mut self.peers[p];
                     peer.bad_in_a_row = 0;
@@ -562,13 +662,23 @@ impl Coordinator {
                         peer.report.label
                     );
                 }
+                Event::Duplicate(id, p) => {
+                    // A good copy, but not the first: it counts nowhere.
+                    self.fetch_ended(id, p);
+                    self.peers[p].bad_in_a_row = 0;
+                    log::debug!(
+                        "chunk {} from {}: another copy verified first, dropped",
+                        self.pieces[id].hash,
+                        self.peers[p].report.label
+                    );
+                }
                 Event::NotFound(id, p) => {
-                    self.in_flight -= 1;
+                    self.fetch_ended(id, p);
                     self.note(p, format!("{}: CHUNK_NOT_FOUND", self.chunk_name(id)));
                     self.give_up_piece_on(id, p);
                 }
                 Event::Bad(id, p, why) => {
-                    self.in_flight -= 1;
+                    self.fetch_ended(id, p);
                     self.note(p, format!("{}: {why}", self.chunk_name(id)));
                     self.give_up_piece_on(id, p);
                     self.peers[p].bad_in_a_row += 1;
@@ -581,25 +691,25 @@ impl Coordinator {
                     }
                 }
                 Event::Broken(id, p, why) => {
-                    self.in_flight -= 1;
+                    self.fetch_ended(id, p);
                     self.note(p, format!("{}: {why}", self.chunk_name(id)));
                     // Prefer another peer for this piece, but keep this one as a last
                     // resort: its worker reconnects once before giving up on it.
                     if self.pieces[id].candidates.len() > 1 {
                         self.give_up_piece_on(id, p);
                     } else {
-                        self.requeue(id, true);
+                        self.requeue_after_failure(id);
                     }
                 }
                 Event::PeerDead(p, why) => self.drop_peer(p, why),
                 Event::StoreFailed(hash, source) => {
-                    self.stop_workers();
+                    self.finish(ctx.finished);
                     return Err(DownloadError::Store { hash, source });
                 }
             }
             self.assign_idle();
         }
-        self.stop_workers();
+        self.finish(ctx.finished);
         let missing: Vec<usize> = {
             let mut m: Vec<usize> = self
                 .pieces
@@ -616,6 +726,7 @@ impl Coordinator {
             peers: self.peers.iter().map(|p| p.report.clone()).collect(),
             resumed: 0,
             retries: self.retries,
+            endgame_duplicates: self.duplicates,
         };
         if missing.is_empty() {
             Ok(report)
@@ -647,10 +758,25 @@ impl Coordinator {
         self.peers[p].report.failures.push(failure);
     }
 
+    /// `p`'s fetch of piece `id` has ended (its outcome event arrived).
+    fn fetch_ended(&mut self, id: PieceId, p: PeerId) {
+        self.pieces[id].fetchers.retain(|&c| c != p);
+    }
+
     /// Stops asking `p` for this piece; it goes to another candidate, or fails.
     fn give_up_piece_on(&mut self, id: PieceId, p: PeerId) {
         self.pieces[id].candidates.retain(|&c| c != p);
-        self.requeue(id, true);
+        self.requeue_after_failure(id);
+    }
+
+    /// After a failed fetch of piece `id`: requeues it, unless another copy already won
+    /// (it is Done) or another fetch of it is still running (endgame), whose outcome
+    /// decides instead.
+    fn requeue_after_failure(&mut self, id: PieceId) {
+        let piece = &self.pieces[id];
+        if piece.state == PieceState::InFlight && piece.fetchers.is_empty() {
+            self.requeue(id, true);
+        }
     }
 
     /// Makes a piece pending again for its remaining candidates (it fails if none is
@@ -715,21 +841,53 @@ impl Coordinator {
         None
     }
 
+    /// Endgame: a piece in flight on another peer that `p` may fetch a second copy of
+    /// (see [`MAX_FETCHES_PER_PIECE`]), the one in flight longest first. Only pieces whose
+    /// fetch is still running: a copy already with the verifiers is not duplicated.
+    fn duplicate_for(&self, p: PeerId) -> Option<PieceId> {
+        self.in_flight.iter().copied().find(|&id| {
+            let piece = &self.pieces[id];
+            piece.fetchers.len() < MAX_FETCHES_PER_PIECE
+                && !piece.fetchers.contains(&p)
+                && piece.candidates.contains(&p)
+                && piece
+                    .fetchers
+                    .iter()
+                    .all(|&f| self.peers[f].fetching == Some(id))
+        })
+    }
+
     fn assign_idle(&mut self) {
         for p in 0..self.peers.len() {
             if !self.peers[p].idle || self.peers[p].dead {
                 continue;
             }
-            let Some(id) = self.next_for(p) else { continue };
+            // A pending piece first; endgame only when none is left for this peer.
+            let (id, duplicate) = match self.next_for(p) {
+                Some(id) => (id, false),
+                None => match self.duplicate_for(p) {
+                    Some(id) => (id, true),
+                    None => continue,
+                },
+            };
             let hash = self.pieces[id].hash;
             let sent = self.peers[p]
                 .assign
                 .as_ref()
                 .is_some_and(|tx| tx.send(Assignment::Fetch(id, hash)).is_ok());
             if sent {
-                self.set_state(id, PieceState::InFlight);
+                if duplicate {
+                    self.duplicates += 1;
+                    log::debug!(
+                        "endgame: {} also asked for chunk {hash}",
+                        self.peers[p].report.label
+                    );
+                } else {
+                    self.set_state(id, PieceState::InFlight);
+                }
+                self.pieces[id].fetchers.push(p);
                 self.peers[p].idle = false;
-                self.in_flight += 1;
+                self.peers[p].fetching = Some(id);
             } else {
                 // The worker is gone: the piece, still pending, goes to the others.
                 self.drop_peer(p, "worker stopped".into());
@@ -737,9 +895,21 @@ impl Coordinator {
         }
     }
 
-    fn stop_workers(&mut self) {
+    /// Ends the download for the workers: idle ones see their channel close and exit;
+    /// the connections of those still fetching (a losing endgame copy, a stuck peer) are
+    /// aborted, after `finished` is set so that their failure is not reported.
+    fn finish(&mut self, finished: &AtomicBool) {
+        finished.store(true, Ordering::SeqCst);
         for p in &mut self.peers {
             p.assign = None;
+            if let (Some(id), Some(abort)) = (p.fetching, &p.abort) {
+                log::debug!(
+                    "aborting {}'s fetch of chunk {}: download over",
+                    p.report.label,
+                    self.pieces[id].hash
+                );
+                abort.abort();
+            }
         }
     }
 }
@@ -751,6 +921,7 @@ fn worker(
     peer: &PeerInfo,
     connector: &dyn Connector,
     opts: &Options,
+    finished: &AtomicBool,
     assignments: Receiver<Assignment>,
     events: Sender<Event>,
     pool: Receiver<Vec<u8>>,
@@ -767,6 +938,7 @@ fn worker(
         }
     };
     log::info!("connected to {peer}");
+    let _ = events.send(Event::Connected(id, conn.abort_handle()));
     let mut reconnected = false;
     loop {
         if events.send(Event::Idle(id)).is_err() {
@@ -790,6 +962,11 @@ fn worker(
                 }
             }
             Err(e) => {
+                if finished.load(Ordering::SeqCst) {
+                    // Aborted because the download is over: not the peer's failure.
+                    let _ = pool_back.send(buf);
+                    return;
+                }
                 let broken = e.breaks_connection();
                 let failure = e.to_string();
                 let ev = match e {
@@ -809,11 +986,15 @@ fn worker(
                         return;
                     }
                     thread::sleep(opts.reconnect_backoff);
+                    if finished.load(Ordering::SeqCst) {
+                        return;
+                    }
                     match connector.connect(peer) {
                         Ok(c) => {
                             log::info!("reconnected to {peer}");
                             conn = c;
                             reconnected = true;
+                            let _ = events.send(Event::Connected(id, conn.abort_handle()));
                         }
                         Err(e) => {
                             let _ =
@@ -858,6 +1039,10 @@ fn verifier(
                 job.peer,
                 "content does not match its SHA-1".into(),
             )
+        } else if ctx.claimed[job.piece].swap(true, Ordering::AcqRel) {
+            // Endgame: another copy of this piece verified first and was written and
+            // reported; this one is dropped without touching the store or the hook.
+            Event::Duplicate(job.piece, job.peer)
         } else {
             match ctx.store.write(&job.hash, &job.buf) {
                 Ok(()) => {
@@ -873,5 +1058,491 @@ fn verifier(
         if events.send(ev).is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The engine against fake peers (no sockets): endgame duplicates, the first verified
+    //! copy winning, failures of one copy, and aborting the fetches still running at the
+    //! end. Fakes wait on conditions rather than sleeps, so outcomes do not depend on
+    //! timing (one test adds a pause, only to make the path it covers likely); a fake
+    //! never waits longer than [`CAP`], so a fake alone cannot hang a test.
+    use super::*;
+    use std::collections::HashMap;
+    use std::net::SocketAddr;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::{Arc, Condvar, Mutex};
+
+    /// Longest any fake waits: far above every bound the tests assert.
+    const CAP: Duration = Duration::from_secs(60);
+    /// Bound on a download that must not wait for a slow or stuck peer. Not a speed
+    /// measure: the fakes answer in microseconds, a hang would take [`CAP`].
+    const PROMPT: Duration = Duration::from_secs(20);
+
+    /// When a fake answers a GET.
+    #[derive(Clone, Copy, Debug)]
+    enum When {
+        /// At once.
+        Now,
+        /// Never: blocks until the connection is aborted (a stuck peer).
+        Never,
+        /// Once this peer has started a fetch (so that it got a piece of its own).
+        PeerStarted(PeerId),
+        /// Once another peer's fetch of the same chunk has returned.
+        OtherReturned,
+        /// Once the chunk has been passed to the `Verified` hook.
+        Verified,
+        /// Once this peer's fetch has returned, and then this long (time for its worker
+        /// to report, so that the report is handled while the download still runs).
+        AfterReturnOf(PeerId, Duration),
+    }
+
+    /// What a fake answers.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum What {
+        Chunk,
+        NotFound,
+        /// Bytes that do not match the hash.
+        Garbage,
+        /// A broken connection.
+        Break,
+    }
+
+    /// How a fake answers one chunk.
+    type Rule = (When, What);
+
+    #[derive(Default)]
+    struct State {
+        /// Fetches started, per peer.
+        started: HashMap<PeerId, usize>,
+        /// Fetches returned, per (peer, chunk).
+        returned: HashMap<(PeerId, ChunkHash), usize>,
+        /// Hook calls, per chunk.
+        verified: HashMap<ChunkHash, usize>,
+        /// When each peer's first fetch returned.
+        returned_at: HashMap<PeerId, Instant>,
+    }
+
+    struct Shared {
+        data: HashMap<ChunkHash, Vec<u8>>,
+        /// Per peer label: default behaviour, and per-chunk overrides.
+        rules: HashMap<String, (Rule, HashMap<ChunkHash, Rule>)>,
+        state: Mutex<State>,
+        changed: Condvar,
+        connects: Vec<AtomicUsize>,
+        aborts: Vec<AtomicUsize>,
+    }
+
+    impl Shared {
+        fn rule(&self, peer: &str, hash: &ChunkHash) -> (When, What) {
+            let (default, per) = &self.rules[peer];
+            per.get(hash).copied().unwrap_or(*default)
+        }
+
+        fn ready(&self, st: &State, when: When, me: PeerId, hash: &ChunkHash) -> bool {
+            match when {
+                When::Now => true,
+                When::Never => false,
+                When::PeerStarted(p) => st.started.get(&p).copied().unwrap_or(0) > 0,
+                When::OtherReturned => st
+                    .returned
+                    .iter()
+                    .any(|((p, h), n)| *p != me && h == hash && *n > 0),
+                When::Verified => st.verified.contains_key(hash),
+                When::AfterReturnOf(p, wait) => {
+                    st.returned_at.get(&p).is_some_and(|t| t.elapsed() >= wait)
+                }
+            }
+        }
+    }
+
+    struct FakeConnector(Arc<Shared>);
+
+    struct FakeSource {
+        shared: Arc<Shared>,
+        peer: PeerId,
+        label: String,
+        aborted: Arc<AtomicBool>,
+    }
+
+    struct FakeAbort {
+        shared: Arc<Shared>,
+        peer: PeerId,
+        aborted: Arc<AtomicBool>,
+    }
+
+    impl AbortHandle for FakeAbort {
+        fn abort(&self) {
+            let _st = self.shared.state.lock().unwrap();
+            self.aborted.store(true, Ordering::SeqCst);
+            self.shared.aborts[self.peer].fetch_add(1, Ordering::SeqCst);
+            self.shared.changed.notify_all();
+        }
+    }
+
+    impl Connector for FakeConnector {
+        fn connect(&self, peer: &PeerInfo) -> Result<Box<dyn ChunkSource>, FetchError> {
+            let id = peer.addr.port() as PeerId;
+            self.0.connects[id].fetch_add(1, Ordering::SeqCst);
+            Ok(Box::new(FakeSource {
+                shared: self.0.clone(),
+                peer: id,
+                label: peer.label.clone(),
+                aborted: Arc::new(AtomicBool::new(false)),
+            }))
+        }
+    }
+
+    impl ChunkSource for FakeSource {
+        fn fetch(&mut self, hash: &ChunkHash, buf: &mut Vec<u8>) -> Result<(), FetchError> {
+            let sh = self.shared.clone();
+            let (when, what) = sh.rule(&self.label, hash);
+            let end = Instant::now() + CAP;
+            let mut st = sh.state.lock().unwrap();
+            *st.started.entry(self.peer).or_default() += 1;
+            sh.changed.notify_all();
+            loop {
+                if self.aborted.load(Ordering::SeqCst) {
+                    return Err(FetchError::Io(io::ErrorKind::ConnectionAborted.into()));
+                }
+                if sh.ready(&st, when, self.peer, hash) {
+                    break;
+                }
+                if Instant::now() > end {
+                    return Err(FetchError::Io(io::ErrorKind::TimedOut.into()));
+                }
+                st = sh
+                    .changed
+                    .wait_timeout(st, Duration::from_millis(50))
+                    .unwrap()
+                    .0;
+            }
+            *st.returned.entry((self.peer, *hash)).or_default() += 1;
+            st.returned_at.entry(self.peer).or_insert_with(Instant::now);
+            sh.changed.notify_all();
+            drop(st);
+            match what {
+                What::Chunk => {
+                    buf.clear();
+                    buf.extend_from_slice(&sh.data[hash]);
+                    Ok(())
+                }
+                What::Garbage => {
+                    buf.clear();
+                    buf.extend_from_slice(b"not the chunk");
+                    Ok(())
+                }
+                What::NotFound => Err(FetchError::NotFound),
+                What::Break => Err(FetchError::Io(io::ErrorKind::ConnectionReset.into())),
+            }
+        }
+
+        fn abort_handle(&self) -> Option<Box<dyn AbortHandle>> {
+            Some(Box::new(FakeAbort {
+                shared: self.shared.clone(),
+                peer: self.peer,
+                aborted: self.aborted.clone(),
+            }))
+        }
+    }
+
+    /// Counts hook calls per chunk.
+    struct Hook(Arc<Shared>);
+
+    impl Verified for Hook {
+        fn verified(&self, hash: &ChunkHash, _: &[usize], data: &[u8]) {
+            assert_eq!(ChunkHash::of(data), *hash);
+            let mut st = self.0.state.lock().unwrap();
+            *st.verified.entry(*hash).or_default() += 1;
+            self.0.changed.notify_all();
+        }
+    }
+
+    type Rules<'a> = &'a [(&'a str, (When, What), &'a [(usize, (When, What))])];
+
+    struct Setup {
+        plan: Plan,
+        shared: Arc<Shared>,
+        dir: tempfile::TempDir,
+    }
+
+    /// `n` distinct chunks; `has[i]` lists the peers (by index in `rules`) holding chunk i.
+    fn setup(n: usize, has: &[&[PeerId]], rules: Rules<'_>) -> Setup {
+        let chunks: Vec<Vec<u8>> = (0..n)
+            .map(|i| format!("chunk number {i}").repeat(100).into_bytes())
+            .collect();
+        let hashes: Vec<ChunkHash> = chunks.iter().map(|c| ChunkHash::of(c)).collect();
+        let peers = rules
+            .iter()
+            .enumerate()
+            .map(|(i, (label, _, _))| PeerInfo {
+                // The port carries the peer's id to the fake connector.
+                addr: SocketAddr::from(([127, 0, 0, 1], i as u16)),
+                label: label.to_string(),
+            })
+            .collect::<Vec<_>>();
+        let rules = rules
+            .iter()
+            .map(|(label, default, per)| {
+                let per = per.iter().map(|&(i, r)| (hashes[i], r)).collect();
+                (label.to_string(), (*default, per))
+            })
+            .collect();
+        let shared = Arc::new(Shared {
+            data: hashes.iter().copied().zip(chunks).collect(),
+            rules,
+            state: Mutex::default(),
+            changed: Condvar::new(),
+            connects: peers.iter().map(|_| AtomicUsize::new(0)).collect(),
+            aborts: peers.iter().map(|_| AtomicUsize::new(0)).collect(),
+        });
+        let plan = Plan {
+            filename: "f.bin".into(),
+            chunks: hashes,
+            sources: has.iter().map(|h| h.to_vec()).collect(),
+            peers,
+        };
+        Setup {
+            plan,
+            shared,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    impl Setup {
+        fn run(&self) -> (Result<Report, DownloadError>, Duration) {
+            let store = ChunkStore::create(self.dir.path().join("charlie")).unwrap();
+            let opts = Options {
+                reconnect_backoff: Duration::from_millis(10),
+                verifiers: 2,
+                ..Options::default()
+            };
+            let hook = Hook(self.shared.clone());
+            let start = Instant::now();
+            let r = download_with(
+                &self.plan,
+                &store,
+                &FakeConnector(self.shared.clone()),
+                &opts,
+                &ProgressBar::hidden(),
+                Some(&hook),
+            );
+            (r, start.elapsed())
+        }
+
+        /// Fetches of chunk `i` that returned, from every peer.
+        fn returned(&self, i: usize) -> usize {
+            let st = self.shared.state.lock().unwrap();
+            let h = self.plan.chunks[i];
+            st.returned
+                .iter()
+                .filter(|((_, x), _)| *x == h)
+                .map(|(_, n)| n)
+                .sum()
+        }
+
+        fn assert_each_verified_once(&self) {
+            let st = self.shared.state.lock().unwrap();
+            for (i, h) in self.plan.chunks.iter().enumerate() {
+                assert_eq!(st.verified.get(h), Some(&1), "chunk {i}");
+            }
+            let store = ChunkStore::new(self.dir.path().join("charlie"));
+            for h in &self.plan.chunks {
+                assert!(store.verify(h).unwrap());
+            }
+        }
+
+        fn connects(&self, p: PeerId) -> usize {
+            self.shared.connects[p].load(Ordering::SeqCst)
+        }
+
+        fn aborts(&self, p: PeerId) -> usize {
+            self.shared.aborts[p].load(Ordering::SeqCst)
+        }
+    }
+
+    const OK: (When, What) = (When::Now, What::Chunk);
+
+    /// fast (0) and slow (1) both hold all `n` chunks; slow's first piece is answered
+    /// `when`; fast starts only once slow has a piece of its own.
+    fn tail_on_slow_peer(when: When) {
+        let n = 6;
+        let all: &[PeerId] = &[0, 1];
+        let s = setup(
+            n,
+            &vec![all; n],
+            &[
+                ("fast", (When::PeerStarted(1), What::Chunk), &[]),
+                ("slow", (when, What::Chunk), &[]),
+            ],
+        );
+        let (r, took) = s.run();
+        let report = r.unwrap();
+        assert!(took < PROMPT, "waited for the slow peer: {took:?}");
+        assert_eq!(report.endgame_duplicates, 1, "{report:?}");
+        assert_eq!(report.peers[0].chunks, n, "{report:?}");
+        assert_eq!(report.peers[1].chunks, 0, "{report:?}");
+        assert_eq!(report.retries, 0);
+        let bytes: u64 = s
+            .plan
+            .chunks
+            .iter()
+            .map(|h| s.shared.data[h].len() as u64)
+            .sum();
+        assert_eq!(report.bytes, bytes, "the winning copy counts once");
+        assert_eq!(report.peers[0].bytes, bytes);
+        assert_eq!(report.peers[1].bytes, 0);
+        s.assert_each_verified_once();
+        // The slow peer's fetch was still running at the end: aborted, and that is not
+        // one of its failures.
+        assert_eq!(s.aborts(1), 1);
+        assert!(report.peers[1].failures.is_empty(), "{report:?}");
+        assert!(report.peers[1].dropped.is_none(), "{report:?}");
+        // One connection per peer for the whole download.
+        assert_eq!((s.connects(0), s.connects(1)), (1, 1));
+        assert!(
+            report.summary("f.bin").ends_with("; endgame duplicates 1"),
+            "{}",
+            report.summary("f.bin")
+        );
+    }
+
+    #[test]
+    fn a_slow_peer_holding_the_last_piece_is_overtaken_by_a_duplicate() {
+        // Slow: answers only once the duplicate has won (well after the end, in effect).
+        tail_on_slow_peer(When::Verified);
+    }
+
+    #[test]
+    fn a_stuck_peer_is_aborted_when_the_download_is_complete() {
+        tail_on_slow_peer(When::Never);
+    }
+
+    #[test]
+    fn no_duplicate_when_every_piece_is_served_in_time() {
+        let s = setup(
+            4,
+            &[&[0], &[1], &[0], &[1]],
+            &[("a", OK, &[]), ("b", OK, &[])],
+        );
+        let report = s.run().0.unwrap();
+        assert_eq!(report.endgame_duplicates, 0);
+        assert!(!report.summary("f.bin").contains("endgame"));
+        s.assert_each_verified_once();
+    }
+
+    /// Chunk 0 held by fast (0) and slow (1); chunk 1 only by fast. Fast takes chunk 1
+    /// first (rarest first), then duplicates chunk 0, held by slow until fast's copy has
+    /// ended (`what` fails it); then slow's copy verifies.
+    #[test]
+    fn a_failed_duplicate_does_not_requeue_or_fail_the_piece() {
+        for what in [What::NotFound, What::Garbage, What::Break] {
+            let s = setup(
+                2,
+                &[&[0, 1], &[0]],
+                &[
+                    (
+                        "fast",
+                        (When::PeerStarted(1), What::Chunk),
+                        &[(0, (When::Now, what))],
+                    ),
+                    ("slow", (When::OtherReturned, What::Chunk), &[]),
+                ],
+            );
+            let report = s.run().0.unwrap_or_else(|e| panic!("{what:?}: {e}"));
+            assert_eq!(report.endgame_duplicates, 1, "{what:?}: {report:?}");
+            assert_eq!(report.peers[1].chunks, 1, "{what:?}: {report:?}");
+            assert_eq!(report.peers[0].chunks, 1, "{what:?}: {report:?}");
+            assert_eq!(report.peers[0].failures.len(), 1, "{what:?}: {report:?}");
+            // Not requeued: nobody fetched chunk 0 a third time, no retry counted.
+            assert_eq!(report.retries, 0, "{what:?}: {report:?}");
+            assert_eq!(s.returned(0), 2, "{what:?}");
+            s.assert_each_verified_once();
+        }
+    }
+
+    /// The duplicate wins; the original fetch then fails (or delivers a losing copy)
+    /// while the download is still running (chunk 2, on a third peer, waits for it): the
+    /// piece stays done and is not fetched again.
+    #[test]
+    fn a_failure_of_the_losing_copy_after_the_win_changes_nothing() {
+        for what in [What::NotFound, What::Garbage, What::Break, What::Chunk] {
+            let s = setup(
+                3,
+                &[&[0, 1], &[0], &[2]],
+                &[
+                    ("fast", (When::PeerStarted(1), What::Chunk), &[]),
+                    ("slow", (When::Verified, what), &[]),
+                    (
+                        "last",
+                        (
+                            When::AfterReturnOf(1, Duration::from_millis(300)),
+                            What::Chunk,
+                        ),
+                        &[],
+                    ),
+                ],
+            );
+            let report = s.run().0.unwrap_or_else(|e| panic!("{what:?}: {e}"));
+            assert_eq!(report.endgame_duplicates, 1, "{what:?}: {report:?}");
+            assert_eq!(report.retries, 0, "{what:?}: {report:?}");
+            assert_eq!(s.returned(0), 2, "{what:?}");
+            assert_eq!(report.peers[0].chunks, 2, "{what:?}: {report:?}");
+            assert_eq!(report.peers[1].chunks, 0, "{what:?}: {report:?}");
+            // At most the one failure (none if its report came after the end).
+            let failures = usize::from(what != What::Chunk);
+            assert!(report.peers[1].failures.len() <= failures, "{report:?}");
+            s.assert_each_verified_once();
+        }
+    }
+
+    /// The verifier alone: of two good copies of one piece, the first is written and
+    /// reported, the second is neither (the chunk file, removed in between, stays gone).
+    #[test]
+    fn only_the_first_verified_copy_is_written_and_reported() {
+        let s = setup(1, &[&[0, 1]], &[("a", OK, &[]), ("b", OK, &[])]);
+        let store = ChunkStore::create(s.dir.path().join("charlie")).unwrap();
+        let pieces = group_pieces(&s.plan);
+        let indexes = PieceIndexes::new(&pieces);
+        let claimed = [AtomicBool::new(false)];
+        let finished = AtomicBool::new(false);
+        let hook = Hook(s.shared.clone());
+        let opts = Options::default();
+        let connector = FakeConnector(s.shared.clone());
+        let ctx = Ctx {
+            plan: &s.plan,
+            store: &store,
+            connector: &connector,
+            opts: &opts,
+            indexes: &indexes,
+            on_verified: Some(&hook),
+            claimed: &claimed,
+            finished: &finished,
+        };
+        let hash = s.plan.chunks[0];
+        let data = s.shared.data[&hash].clone();
+        let (jobs_tx, jobs) = unbounded();
+        let (ev_tx, events) = unbounded();
+        let (pool_tx, pool) = unbounded();
+        let job = |peer| VerifyJob {
+            piece: 0,
+            peer,
+            hash,
+            buf: data.clone(),
+        };
+        thread::scope(|sc| {
+            sc.spawn(|| verifier(&ctx, jobs, ev_tx, pool_tx));
+            jobs_tx.send(job(1)).unwrap();
+            assert!(matches!(events.recv().unwrap(), Event::Verified(0, 1, _)));
+            assert!(store.verify(&hash).unwrap());
+            store.remove(&hash).unwrap();
+            jobs_tx.send(job(0)).unwrap();
+            assert!(matches!(events.recv().unwrap(), Event::Duplicate(0, 0)));
+            drop(jobs_tx);
+        });
+        assert!(!store.contains(&hash), "the losing copy was written");
+        assert_eq!(s.shared.state.lock().unwrap().verified[&hash], 1);
+        assert_eq!(pool.iter().count(), 2, "both buffers went back to the pool");
     }
 }
