@@ -1394,9 +1394,14 @@ mod tests {
         assert_eq!(report.peers[0].bytes, bytes);
         assert_eq!(report.peers[1].bytes, 0);
         s.assert_each_verified_once();
-        // The slow peer's fetch was still running at the end: aborted, and that is not
-        // one of its failures.
-        assert_eq!(s.aborts(1), 1);
+        // A stuck fetch is still running at the end: aborted, and that is not one of its
+        // failures. A slow one answers as soon as the duplicate has won, which may be just
+        // before or just after the end, so it is aborted at most once.
+        if matches!(when, When::Never) {
+            assert_eq!(s.aborts(1), 1);
+        } else {
+            assert!(s.aborts(1) <= 1, "aborted {} times", s.aborts(1));
+        }
         assert!(report.peers[1].failures.is_empty(), "{report:?}");
         assert!(report.peers[1].dropped.is_none(), "{report:?}");
         // One connection per peer for the whole download.
