@@ -1089,8 +1089,9 @@ mod tests {
         Never,
         /// Once this peer has started a fetch (so that it got a piece of its own).
         PeerStarted(PeerId),
-        /// Once another peer's fetch of the same chunk has returned.
-        OtherReturned,
+        /// Once another peer's fetch of the same chunk has returned, and then this long
+        /// (time for that peer's worker to report while the download still runs).
+        OtherReturned(Duration),
         /// Once the chunk has been passed to the `Verified` hook.
         Verified,
         /// Once this peer's fetch has returned, and then this long (time for its worker
@@ -1122,6 +1123,8 @@ mod tests {
         verified: HashMap<ChunkHash, usize>,
         /// When each peer's first fetch returned.
         returned_at: HashMap<PeerId, Instant>,
+        /// When each (peer, chunk) fetch first returned.
+        returned_chunk_at: HashMap<(PeerId, ChunkHash), Instant>,
     }
 
     struct Shared {
@@ -1145,10 +1148,10 @@ mod tests {
                 When::Now => true,
                 When::Never => false,
                 When::PeerStarted(p) => st.started.get(&p).copied().unwrap_or(0) > 0,
-                When::OtherReturned => st
-                    .returned
+                When::OtherReturned(wait) => st
+                    .returned_chunk_at
                     .iter()
-                    .any(|((p, h), n)| *p != me && h == hash && *n > 0),
+                    .any(|((p, h), t)| *p != me && h == hash && t.elapsed() >= wait),
                 When::Verified => st.verified.contains_key(hash),
                 When::AfterReturnOf(p, wait) => {
                     st.returned_at.get(&p).is_some_and(|t| t.elapsed() >= wait)
@@ -1220,6 +1223,9 @@ mod tests {
             }
             *st.returned.entry((self.peer, *hash)).or_default() += 1;
             st.returned_at.entry(self.peer).or_insert_with(Instant::now);
+            st.returned_chunk_at
+                .entry((self.peer, *hash))
+                .or_insert_with(Instant::now);
             sh.changed.notify_all();
             drop(st);
             match what {
@@ -1439,7 +1445,8 @@ mod tests {
 
     /// Chunk 0 held by fast (0) and slow (1); chunk 1 only by fast. Fast takes chunk 1
     /// first (rarest first), then duplicates chunk 0, held by slow until fast's copy has
-    /// ended (`what` fails it); then slow's copy verifies.
+    /// ended (`what` fails it) and 300 ms more, so that the failure is handled while the
+    /// download still runs; then slow's copy verifies.
     #[test]
     fn a_failed_duplicate_does_not_requeue_or_fail_the_piece() {
         for what in [What::NotFound, What::Garbage, What::Break] {
@@ -1452,7 +1459,11 @@ mod tests {
                         (When::PeerStarted(1), What::Chunk),
                         &[(0, (When::Now, what))],
                     ),
-                    ("slow", (When::OtherReturned, What::Chunk), &[]),
+                    (
+                        "slow",
+                        (When::OtherReturned(Duration::from_millis(300)), What::Chunk),
+                        &[],
+                    ),
                 ],
             );
             let report = s.run().0.unwrap_or_else(|e| panic!("{what:?}: {e}"));
