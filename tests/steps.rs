@@ -376,7 +376,10 @@ fn a_peer_that_never_answers_does_not_hold_up_the_end() {
     use std::time::Instant;
     use swarmlet::config::PeersConfig;
 
-    let mut sys = System::with_peers(8 * MIB + 7, 512 * KIB, &["bob"]);
+    // 97 chunks: enough work for bob that the staller's worker has connected and been
+    // given a chunk long before bob could finish alone (with 17 chunks, bob could finish
+    // before the staller was ever asked on a loaded machine).
+    let mut sys = System::with_peers(48 * MIB + 7, 512 * KIB, &["bob"]);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let SocketAddr::V4(stall_addr) = listener.local_addr().unwrap() else {
         unreachable!("bound to IPv4")
