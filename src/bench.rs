@@ -18,6 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::config::{FileManifest, ManifestChunk};
+use crate::course::discovery::no_datagram_yet;
 use crate::hash::{ChunkHash, ChunkHasher};
 use crate::store::for_each_block;
 use crate::wire::{self, ChunkReply, Message, MsgType, Tolerance};
@@ -431,15 +432,7 @@ pub fn discover(
         sock.set_read_timeout(Some(left))?;
         let n = match sock.recv_from(&mut buf) {
             Ok((n, _)) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                        | io::ErrorKind::ConnectionRefused
-                ) =>
-            {
+            Err(e) if no_datagram_yet(&e) || e.kind() == io::ErrorKind::ConnectionRefused => {
                 // Interrupted (a signal, EINTR): wait again, as charlie's discovery does.
                 // ConnectionRefused: ICMP port unreachable, nobody listens on the port.
                 if e.kind() == io::ErrorKind::ConnectionRefused {

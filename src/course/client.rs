@@ -232,15 +232,13 @@ fn ask_file_info(
     };
     // Why a read failed, and whether it is worth asking again: only the stream's own
     // failures (I/O, timeouts, an early close) are; the content of a reply is not.
-    let read_fail = |e: ReadError| {
-        let transient = match e {
-            ReadError::Closed | ReadError::Io(_) => Transient::Yes,
-            ReadError::Frame(_) | ReadError::Message(_) => Transient::No,
-        };
-        match e {
-            ReadError::Closed => fail("closed the connection without answering".into(), transient),
-            e => fail(e.to_string(), transient),
-        }
+    let read_fail = |e: ReadError| match e {
+        ReadError::Closed => fail(
+            "closed the connection without answering".into(),
+            Transient::Yes,
+        ),
+        ReadError::Io(_) => fail(e.to_string(), Transient::Yes),
+        ReadError::Frame(_) | ReadError::Message(_) => fail(e.to_string(), Transient::No),
     };
     let req = Message::GetFileInfo
         .encode()

@@ -448,19 +448,23 @@ fn collect(
         match socket.recv_from(buf) {
             Ok((n, SocketAddr::V4(from))) => collector.datagram(from, &buf[..n], Instant::now()),
             Ok((_, SocketAddr::V6(_))) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) => {}
+            Err(e) if no_datagram_yet(&e) => {}
             Err(e) => {
                 log::debug!("discovery: receive failed: {e}");
                 std::thread::sleep(RECV_ERROR_PAUSE);
             }
         }
     }
+}
+
+/// A `recv_from` with a read timeout that ended without a datagram and may simply be
+/// tried again: the timeout passed (WouldBlock or TimedOut, by platform) or a signal
+/// interrupted the wait (EINTR, seen under load in the bench's probe).
+pub(crate) fn no_datagram_yet(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
 }
 
 #[cfg(test)]

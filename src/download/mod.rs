@@ -1117,14 +1117,10 @@ mod tests {
     struct State {
         /// Fetches started, per peer.
         started: HashMap<PeerId, usize>,
-        /// Fetches returned, per (peer, chunk).
-        returned: HashMap<(PeerId, ChunkHash), usize>,
+        /// Fetches returned, per (peer, chunk): how many, and when the first did.
+        returned: HashMap<(PeerId, ChunkHash), (usize, Instant)>,
         /// Hook calls, per chunk.
         verified: HashMap<ChunkHash, usize>,
-        /// When each peer's first fetch returned.
-        returned_at: HashMap<PeerId, Instant>,
-        /// When each (peer, chunk) fetch first returned.
-        returned_chunk_at: HashMap<(PeerId, ChunkHash), Instant>,
     }
 
     struct Shared {
@@ -1149,12 +1145,18 @@ mod tests {
                 When::Never => false,
                 When::PeerStarted(p) => st.started.get(&p).copied().unwrap_or(0) > 0,
                 When::OtherReturned(wait) => st
-                    .returned_chunk_at
+                    .returned
                     .iter()
-                    .any(|((p, h), t)| *p != me && h == hash && t.elapsed() >= wait),
+                    .any(|((p, h), (_, t))| *p != me && h == hash && t.elapsed() >= wait),
                 When::Verified => st.verified.contains_key(hash),
                 When::AfterReturnOf(p, wait) => {
-                    st.returned_at.get(&p).is_some_and(|t| t.elapsed() >= wait)
+                    // From this peer's first return, whatever the chunk.
+                    st.returned
+                        .iter()
+                        .filter(|((q, _), _)| *q == p)
+                        .map(|(_, (_, t))| *t)
+                        .min()
+                        .is_some_and(|t| t.elapsed() >= wait)
                 }
             }
         }
@@ -1221,11 +1223,10 @@ mod tests {
                     .unwrap()
                     .0;
             }
-            *st.returned.entry((self.peer, *hash)).or_default() += 1;
-            st.returned_at.entry(self.peer).or_insert_with(Instant::now);
-            st.returned_chunk_at
+            st.returned
                 .entry((self.peer, *hash))
-                .or_insert_with(Instant::now);
+                .or_insert((0, Instant::now()))
+                .0 += 1;
             sh.changed.notify_all();
             drop(st);
             match what {
@@ -1344,7 +1345,7 @@ mod tests {
             st.returned
                 .iter()
                 .filter(|((_, x), _)| *x == h)
-                .map(|(_, n)| n)
+                .map(|(_, (n, _))| n)
                 .sum()
         }
 
