@@ -14,3 +14,9 @@ pub mod root;
 pub mod server;
 pub mod store;
 pub mod wire;
+
+// The generalised engine's building blocks (one engine for every protocol).
+pub mod bitfield;
+pub mod digest;
+pub mod layout;
+pub mod storage;
