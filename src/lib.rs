@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod bt;
 pub mod chunker;
 pub mod cli;
 pub mod config;
@@ -14,3 +15,9 @@ pub mod root;
 pub mod server;
 pub mod store;
 pub mod wire;
+
+// The generalised engine's building blocks (one engine for every protocol).
+pub mod bitfield;
+pub mod digest;
+pub mod layout;
+pub mod storage;

@@ -418,11 +418,12 @@ impl ChunkSource for CourseSource {
         reader.allow(header.message_len());
         match wire::read_chunk_reply(&mut reader, &header, self.limits.max_chunk_len, buf) {
             Ok(ChunkReply::Chunk(got)) if got == *hash => Ok(()),
-            Ok(ChunkReply::Chunk(got)) => Err(FetchError::Protocol(format!(
-                "asked for chunk {hash}, got a CHUNK labelled {got}"
-            ))),
+            Ok(ChunkReply::Chunk(got)) => Err(FetchError::WrongPiece {
+                asked: (*hash).into(),
+                got: got.into(),
+            }),
             Ok(ChunkReply::Error(ErrorCode::ChunkNotFound)) => Err(FetchError::NotFound),
-            Ok(ChunkReply::Error(code)) => Err(FetchError::Refused(format!("ERROR {code}"))),
+            Ok(ChunkReply::Error(code)) => Err(FetchError::Refused(Box::new(ErrorReply(code)))),
             Err(e) => Err(read_failure(e)),
         }
     }
@@ -436,6 +437,11 @@ fn read_failure(e: ReadError) -> FetchError {
     match e {
         ReadError::Io(e) => FetchError::Io(e),
         ReadError::Closed => FetchError::Io(std::io::ErrorKind::UnexpectedEof.into()),
-        ReadError::Frame(e) | ReadError::Message(e) => FetchError::Protocol(e.to_string()),
+        ReadError::Frame(e) | ReadError::Message(e) => FetchError::Protocol(Box::new(e)),
     }
 }
+
+/// A course ERROR reply, as the cause of a refused fetch: `ERROR CHUNK_NOT_FOUND`.
+#[derive(Debug, thiserror::Error)]
+#[error("ERROR {0}")]
+struct ErrorReply(ErrorCode);

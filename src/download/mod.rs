@@ -90,7 +90,11 @@ pub trait Verified: Sync {
     fn verified(&self, hash: &ChunkHash, indexes: &[usize], data: &[u8]);
 }
 
-/// Why one fetch failed.
+/// A protocol's own error, kept as a value (its source chain intact) rather than text.
+pub type ProtocolCause = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why one fetch failed. The engine branches on the variant (see [`FetchError::cause`]);
+/// the payloads are for people.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     /// The peer says it does not have the chunk; the connection is still good.
@@ -98,18 +102,77 @@ pub enum FetchError {
     NotFound,
     /// The peer answered with an error instead of the chunk; the connection is still good.
     #[error("peer answered {0}")]
-    Refused(String),
+    Refused(ProtocolCause),
+    /// The peer sent another piece than the one asked for; the stream is out of step.
+    #[error("protocol error: asked for chunk {asked}, got a CHUNK labelled {got}")]
+    WrongPiece {
+        /// What was asked for.
+        asked: crate::digest::Digest,
+        /// What came.
+        got: crate::digest::Digest,
+    },
+    /// The piece ended before its known length.
+    #[error("short read: expected {expected} bytes, got {got}")]
+    ShortRead {
+        /// The piece's length.
+        expected: u64,
+        /// Bytes received.
+        got: u64,
+    },
     /// The reply broke the protocol; the connection is out of step and must be replaced.
     #[error("protocol error: {0}")]
-    Protocol(String),
+    Protocol(ProtocolCause),
     /// I/O failure, timeout or closed connection.
     #[error("{0}")]
     Io(#[from] io::Error),
 }
 
+/// What kind of failure a [`FetchError`] is, for policy (retry, replace, drop).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchCause {
+    /// The peer lacks the piece.
+    NotFound,
+    /// The peer refused the request.
+    Refused,
+    /// Another piece came.
+    WrongPiece,
+    /// Fewer bytes than the piece's length.
+    ShortRead,
+    /// A malformed reply.
+    Protocol,
+    /// No reply, or not fast enough.
+    TimedOut,
+    /// The peer refused the connection.
+    ConnectionRefused,
+    /// The connection was reset, aborted or closed early.
+    Reset,
+    /// Any other I/O failure.
+    Io,
+}
+
 impl FetchError {
+    /// The kind of failure.
+    pub fn cause(&self) -> FetchCause {
+        use io::ErrorKind as K;
+        match self {
+            Self::NotFound => FetchCause::NotFound,
+            Self::Refused(_) => FetchCause::Refused,
+            Self::WrongPiece { .. } => FetchCause::WrongPiece,
+            Self::ShortRead { .. } => FetchCause::ShortRead,
+            Self::Protocol(_) => FetchCause::Protocol,
+            Self::Io(e) => match e.kind() {
+                K::TimedOut | K::WouldBlock => FetchCause::TimedOut,
+                K::ConnectionRefused => FetchCause::ConnectionRefused,
+                K::ConnectionReset | K::ConnectionAborted | K::UnexpectedEof | K::BrokenPipe => {
+                    FetchCause::Reset
+                }
+                _ => FetchCause::Io,
+            },
+        }
+    }
+
     fn breaks_connection(&self) -> bool {
-        matches!(self, Self::Protocol(_) | Self::Io(_))
+        !matches!(self.cause(), FetchCause::NotFound | FetchCause::Refused)
     }
 }
 
@@ -1512,6 +1575,33 @@ mod tests {
             assert!(report.peers[1].failures.len() <= failures, "{report:?}");
             s.assert_each_verified_once();
         }
+    }
+
+    #[test]
+    fn fetch_errors_name_their_cause() {
+        use FetchCause as C;
+        let io = |k: io::ErrorKind| FetchError::Io(k.into());
+        assert_eq!(FetchError::NotFound.cause(), C::NotFound);
+        assert_eq!(io(io::ErrorKind::TimedOut).cause(), C::TimedOut);
+        assert_eq!(
+            io(io::ErrorKind::ConnectionRefused).cause(),
+            C::ConnectionRefused
+        );
+        assert_eq!(io(io::ErrorKind::ConnectionReset).cause(), C::Reset);
+        assert_eq!(io(io::ErrorKind::UnexpectedEof).cause(), C::Reset);
+        let short = FetchError::ShortRead {
+            expected: 4,
+            got: 1,
+        };
+        assert_eq!(short.cause(), C::ShortRead);
+        assert!(short.breaks_connection());
+        let refused = FetchError::Refused("ERROR INVALID_REQUEST".into());
+        assert!(!refused.breaks_connection());
+        assert_eq!(refused.to_string(), "peer answered ERROR INVALID_REQUEST");
+        let h = crate::digest::Digest::from(ChunkHash::of(b"a"));
+        let wrong = FetchError::WrongPiece { asked: h, got: h };
+        assert!(wrong.breaks_connection());
+        assert!(wrong.to_string().contains("got a CHUNK labelled"));
     }
 
     /// The verifier alone: of two good copies of one piece, the first is written and

@@ -1,0 +1,31 @@
+//! `swarmlet`: the BitTorrent side of the toolkit, one subcommand per job.
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use swarmlet::bt::cli;
+
+/// Real BitTorrent (BEP 3): make and inspect .torrent files.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+// One variant and one match arm per subcommand; the args and the work live in the library.
+#[derive(Subcommand)]
+enum Command {
+    /// Make a .torrent from a file or a directory
+    Create(cli::CreateArgs),
+    /// Print what a .torrent holds
+    Show(cli::ShowArgs),
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    swarmlet::cli::init_logging("swarmlet");
+    swarmlet::cli::run(|| match &args.command {
+        Command::Create(a) => cli::run_create(a),
+        Command::Show(a) => cli::run_show(a),
+    })
+}

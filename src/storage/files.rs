@@ -1,0 +1,299 @@
+//! The files of a [`Layout`] under a root directory, written in place: each verified
+//! piece goes to its spans with positioned writes, from any verifier thread at once.
+//!
+//! Paths come from the network (a .torrent, a tracker's file name), so every component is
+//! checked before anything is created: see [`check_component`]. Files are created sparse
+//! at their final length (zero-length files too); pad files are never created or
+//! written.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::bitfield::Bitfield;
+use crate::digest::Digest;
+use crate::layout::Layout;
+
+use super::PieceStore;
+
+/// Open files kept at once. A torrent may list thousands of files; 64 descriptors cover
+/// the files a few pieces in flight touch, far below the usual limit of 1,024.
+pub const MAX_OPEN_FILES: usize = 64;
+
+/// Why a layout's file cannot be stored.
+#[derive(Debug, thiserror::Error)]
+pub enum FilesError {
+    /// A path component that could escape the root or is not a plain name.
+    #[error("file {file}: refusing the path component {component:?}: {why}")]
+    UnsafePath {
+        /// Index of the file in the layout.
+        file: usize,
+        /// The component.
+        component: String,
+        /// What is wrong with it.
+        why: UnsafeComponent,
+    },
+    /// Creating a file or directory failed.
+    #[error("cannot create {path}: {source}")]
+    Create {
+        /// The path.
+        path: String,
+        /// The I/O error.
+        source: io::Error,
+    },
+}
+
+/// What makes a path component unsafe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UnsafeComponent {
+    /// No path at all.
+    #[error("the path is empty")]
+    NoPath,
+    /// An empty component.
+    #[error("empty")]
+    Empty,
+    /// `.` or `..`.
+    #[error("a relative step")]
+    Dot,
+    /// Holds `/`, `\` or NUL (a separator, or a name the OS cannot take).
+    #[error("holds a separator or NUL")]
+    Separator,
+}
+
+/// Checks one path component: not empty, not `.` or `..`, no `/`, `\` or NUL (which also
+/// rules out absolute paths).
+pub fn check_component(c: &str) -> Result<(), UnsafeComponent> {
+    if c.is_empty() {
+        Err(UnsafeComponent::Empty)
+    } else if c == "." || c == ".." {
+        Err(UnsafeComponent::Dot)
+    } else if c.contains(['/', '\\', '\0']) {
+        Err(UnsafeComponent::Separator)
+    } else {
+        Ok(())
+    }
+}
+
+/// A [`PieceStore`] over the files of a layout.
+#[derive(Debug)]
+pub struct FilesStore {
+    root: PathBuf,
+    layout: Layout,
+    /// Full path of each file (pad files included, never opened).
+    paths: Vec<PathBuf>,
+    open: Mutex<HashMap<usize, Arc<File>>>,
+    have: Mutex<Bitfield>,
+}
+
+impl FilesStore {
+    /// Checks every path, then creates the directories and files (sparse, at their
+    /// lengths; an existing file keeps its content and is cut or extended to its length).
+    pub fn create(root: impl Into<PathBuf>, layout: Layout) -> Result<Self, FilesError> {
+        let root = root.into();
+        let mut paths = Vec::with_capacity(layout.file_entries().len());
+        for (i, f) in layout.file_entries().iter().enumerate() {
+            if f.path.is_empty() {
+                return Err(FilesError::UnsafePath {
+                    file: i,
+                    component: String::new(),
+                    why: UnsafeComponent::NoPath,
+                });
+            }
+            let mut p = root.clone();
+            for c in &f.path {
+                check_component(c).map_err(|why| FilesError::UnsafePath {
+                    file: i,
+                    component: c.clone(),
+                    why,
+                })?;
+                p.push(c);
+            }
+            paths.push(p);
+        }
+        let err = |p: &Path, source| FilesError::Create {
+            path: crate::root::display_path(p),
+            source,
+        };
+        for (p, f) in paths.iter().zip(layout.file_entries()) {
+            if f.pad {
+                continue;
+            }
+            if let Some(dir) = p.parent() {
+                fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
+            }
+            let file = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .read(true)
+                .write(true)
+                .open(p)
+                .map_err(|e| err(p, e))?;
+            if file.metadata().map_err(|e| err(p, e))?.len() != f.len {
+                file.set_len(f.len).map_err(|e| err(p, e))?;
+            }
+        }
+        let n = layout.piece_count();
+        Ok(FilesStore {
+            root,
+            layout,
+            paths,
+            open: Mutex::new(HashMap::new()),
+            have: Mutex::new(Bitfield::new(n)),
+        })
+    }
+
+    /// The layout.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Where file `i` lives.
+    pub fn path(&self, i: usize) -> &Path {
+        &self.paths[i]
+    }
+
+    fn file(&self, i: usize) -> io::Result<Arc<File>> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = open.get(&i) {
+            return Ok(f.clone());
+        }
+        let f = Arc::new(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&self.paths[i])?,
+        );
+        if open.len() >= MAX_OPEN_FILES {
+            // Any one: which files are hot is not known; a reopen costs one open(2).
+            let k = *open.keys().next().expect("not empty");
+            open.remove(&k);
+        }
+        open.insert(i, f.clone());
+        Ok(f)
+    }
+
+    fn have(&self) -> std::sync::MutexGuard<'_, Bitfield> {
+        self.have.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl PieceStore for FilesStore {
+    fn write_piece(&self, index: usize, data: &[u8]) -> io::Result<()> {
+        if index >= self.layout.piece_count() || data.len() as u64 != self.layout.piece_len(index) {
+            return Err(io::ErrorKind::InvalidInput.into());
+        }
+        for s in self.layout.spans(index) {
+            let part = &data[s.piece_offset as usize..(s.piece_offset + s.len) as usize];
+            self.file(s.file)?.write_all_at(part, s.file_offset)?;
+        }
+        self.have().set(index);
+        Ok(())
+    }
+
+    fn read_at(&self, index: usize, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let len = self.layout.piece_len(index);
+        let end = offset.checked_add(buf.len() as u64);
+        if end.is_none_or(|e| e > len) {
+            return Err(io::ErrorKind::InvalidInput.into());
+        }
+        let start = self.layout.piece_offset(index) + offset;
+        // Pad bytes are zeros: fill first, then overwrite what files hold.
+        buf.fill(0);
+        for s in self.layout.range_spans(start..start + buf.len() as u64) {
+            let part = &mut buf[s.piece_offset as usize..(s.piece_offset + s.len) as usize];
+            self.file(s.file)?.read_exact_at(part, s.file_offset)?;
+        }
+        Ok(())
+    }
+
+    fn has(&self, index: usize) -> bool {
+        self.have().has(index)
+    }
+
+    fn recheck(&self, digests: &[Digest]) -> io::Result<Bitfield> {
+        let have = super::recheck::recheck(self, &self.layout, digests, super::recheck::threads())?;
+        *self.have() = have.clone();
+        Ok(have)
+    }
+
+    fn location(&self) -> String {
+        crate::root::display_path(&self.root)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::HashAlgo;
+
+    fn f(path: &[&str], len: u64, pad: bool) -> (Vec<String>, u64, bool) {
+        (path.iter().map(|s| s.to_string()).collect(), len, pad)
+    }
+
+    #[test]
+    fn writes_pieces_across_files_and_reads_them_back() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = Layout::files(
+            vec![
+                f(&["empty"], 0, false),
+                f(&["dir", "a"], 5, false),
+                f(&[".pad", "3"], 3, true),
+                f(&["dir", "sub", "b"], 4, false),
+            ],
+            4,
+        )
+        .unwrap();
+        let data: Vec<u8> = b"hello\0\0\0wrld".to_vec();
+        let digests: Vec<Digest> = data
+            .chunks(4)
+            .map(|c| Digest::of(HashAlgo::Sha224, c))
+            .collect();
+        let s = FilesStore::create(d.path(), layout).unwrap();
+        assert!(d.path().join("empty").is_file());
+        assert!(!d.path().join(".pad").exists());
+        assert_eq!(fs::metadata(d.path().join("dir/a")).unwrap().len(), 5);
+        assert_eq!(s.recheck(&digests).unwrap().count(), 0);
+        for (i, c) in data.chunks(4).enumerate() {
+            s.write_piece(i, c).unwrap();
+        }
+        assert_eq!(fs::read(d.path().join("dir/a")).unwrap(), b"hello");
+        assert_eq!(fs::read(d.path().join("dir/sub/b")).unwrap(), b"wrld");
+        let mut b = [9u8; 4];
+        s.read_at(1, 0, &mut b).unwrap();
+        assert_eq!(&b, b"o\0\0\0");
+        assert!(s.read_at(1, 2, &mut b).is_err(), "past the piece");
+        // A fresh store over the same files finds every piece.
+        let s2 = FilesStore::create(d.path(), s.layout().clone()).unwrap();
+        assert!(s2.recheck(&digests).unwrap().is_full());
+        assert!(s2.has(2));
+        assert!(s2.write_piece(0, b"short").is_err());
+    }
+
+    #[test]
+    fn refuses_paths_that_leave_the_root() {
+        let d = tempfile::tempdir().unwrap();
+        for bad in [
+            &[""][..],
+            &["."],
+            &[".."],
+            &["a", ".."],
+            &["/etc"],
+            &["a\\b"],
+            &["a\0"],
+            &[],
+        ] {
+            let layout = Layout::files(vec![f(bad, 1, false)], 4).unwrap();
+            assert!(
+                matches!(
+                    FilesStore::create(d.path().join("r"), layout),
+                    Err(FilesError::UnsafePath { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        assert!(!d.path().join("r").exists(), "nothing created");
+    }
+}
