@@ -19,6 +19,8 @@ enum Command {
     Create(cli::CreateArgs),
     /// Print what a .torrent holds
     Show(cli::ShowArgs),
+    /// Run an HTTP and UDP BitTorrent tracker
+    Tracker(swarmlet::bt::tracker::run::TrackerArgs),
 }
 
 fn main() -> ExitCode {
@@ -27,5 +29,6 @@ fn main() -> ExitCode {
     swarmlet::cli::run(|| match &args.command {
         Command::Create(a) => cli::run_create(a),
         Command::Show(a) => cli::run_show(a),
+        Command::Tracker(a) => swarmlet::bt::tracker::run::run(a),
     })
 }
