@@ -428,12 +428,8 @@ impl Bencode {
     /// Appends the canonical encoding to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         match self {
-            Bencode::Int(i) => {
-                out.push(b'i');
-                out.extend_from_slice(i.to_string().as_bytes());
-                out.push(b'e');
-            }
-            Bencode::Bytes(b) => encode_bytes(b, out),
+            Bencode::Int(i) => write_int(out, *i),
+            Bencode::Bytes(b) => write_bytes(out, b),
             Bencode::List(l) => {
                 out.push(b'l');
                 for v in l {
@@ -444,7 +440,7 @@ impl Bencode {
             Bencode::Dict(d) => {
                 out.push(b'd');
                 for (k, v) in d {
-                    encode_bytes(k, out);
+                    write_bytes(out, k);
                     v.encode_into(out);
                 }
                 out.push(b'e');
@@ -453,10 +449,29 @@ impl Bencode {
     }
 }
 
-fn encode_bytes(b: &[u8], out: &mut Vec<u8>) {
+/// Appends a byte string `<len>:<bytes>`: the streaming primitive behind
+/// [`Bencode::encode_into`], for hot paths (tracker replies) that write a reply directly
+/// instead of building a tree first; the caller writes dictionary keys in sorted order.
+pub fn write_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b.len().to_string().as_bytes());
     out.push(b':');
     out.extend_from_slice(b);
+}
+
+/// Appends an integer `i<n>e` (see [`write_bytes`]).
+pub fn write_int(out: &mut Vec<u8>, n: i64) {
+    out.push(b'i');
+    out.extend_from_slice(n.to_string().as_bytes());
+    out.push(b'e');
+}
+
+/// `d14:failure reason<len>:<reason>e`, the reply a tracker gives to a bad request.
+pub fn failure(reason: &str) -> Vec<u8> {
+    let mut out = b"d".to_vec();
+    write_bytes(&mut out, b"failure reason");
+    write_bytes(&mut out, reason.as_bytes());
+    out.push(b'e');
+    out
 }
 
 impl From<i64> for Bencode {
@@ -494,6 +509,19 @@ mod tests {
     fn kind(input: &[u8]) -> (usize, ErrorKind) {
         let e = decode(input).unwrap_err();
         (e.offset, e.kind)
+    }
+
+    #[test]
+    fn failure_reply() {
+        assert_eq!(failure("bad port"), b"d14:failure reason8:bad porte");
+        assert_eq!(
+            decode(&failure("x"))
+                .unwrap()
+                .get(b"failure reason")
+                .unwrap()
+                .as_bytes(),
+            Some(&b"x"[..])
+        );
     }
 
     #[test]

@@ -12,7 +12,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::announce::{parse_announce, parse_scrape};
-use super::bencode_out::{bytes, failure, int};
+use crate::bt::bencode::{failure, write_bytes as bytes};
+
+/// A count or an interval as a bencoded integer (these never reach `i64::MAX`).
+fn int(out: &mut Vec<u8>, n: u64) {
+    crate::bt::bencode::write_int(out, i64::try_from(n).unwrap_or(i64::MAX));
+}
 use super::{Refusal, Tracker, canonical_ip, usable_addr};
 use crate::server::{Connection, Handler};
 

@@ -9,7 +9,6 @@
 //! scrape and back; the swarm logic is here, once, for both.
 
 pub mod announce;
-pub mod bencode_out;
 pub mod http;
 pub mod run;
 pub mod udp;
