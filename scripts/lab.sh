@@ -82,12 +82,11 @@ if [ -n "$delay" ]; then
 fi
 [[ $steps =~ ^[123](,[123])*$ ]] || die "--steps must be a comma-separated list of 1, 2, 3"
 [ "$(id -u)" = 0 ] || die "needs root: it creates network namespaces, veth pairs and a bridge (try sudo)"
-for tool in ip tc; do command -v "$tool" >/dev/null || die "needs '$tool' (apt-get install iproute2)"; done
-if [ "$loss" -gt 0 ]; then command -v nft >/dev/null || die "--loss needs 'nft' (apt-get install nftables)"; fi
-if [ -n "$delay" ]; then
-  command -v python3 >/dev/null || die "--delay needs python3"
-  command -v iptables >/dev/null || die "--delay needs 'iptables' (apt-get install iptables)"
-fi
+# needs PROGRAM PACKAGE [WHY]: stops with the program and its Debian package when missing.
+needs() { command -v "$1" >/dev/null || die "${3:+$3 }needs the program $1 (Debian package $2): apt-get install $2, or run scripts/test.sh as root"; }
+needs ip iproute2; needs tc iproute2
+if [ "$loss" -gt 0 ]; then needs nft nftables --loss; fi
+if [ -n "$delay" ]; then needs python3 python3 --delay; needs iptables iptables --delay; fi
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 if [ -z "$bindir" ]; then
