@@ -1,22 +1,28 @@
 #!/usr/bin/env bash
-# Benchmark: how fast charlie moves a file, against this machine's ceiling measured in
-# the same run. Builds the release binaries, makes a random file in a temporary root on
-# tmpfs (/dev/shm, so the disk does not decide), and for each chunk size starts alice,
-# bob and the tracker on free loopback ports, then REPEAT times measures side by side:
-# the ceiling (`bench sink`: the file over one loopback TCP connection into a file on
-# the same tmpfs, once before and once after each charlie run), one core's SHA-1 rate,
-# and `charlie --step 2` (wall, CPU, peak RSS by wait4; the peers' CPU and peak RSS from
-# /proc). Then: charlie's peak RSS on the file and on one 4 times larger, the tracker
-# under 32 GET_FILE_INFO clients (65,535 chunks), one peer under 50 downloaders, and
-# step-3 discovery latency. Prints the tables (median, min-max, ratios) and writes them
-# into docs/BENCHMARKS.md between its markers (raw lines: target/bench-results.txt).
-#
-# Usage: scripts/bench.sh [--size 1G] [--repeat 3] [--chunks "512K 1M 2M"]
-#                         [--big-size 4G|0] [--no-docs] [--keep] [--bin DIR]
-# Sizes take K, M, G (powers of 2). --big-size defaults to 4 x --size; 0 skips it.
-# --bin DIR takes alice, bob, tracker, charlie and create_chunks from DIR (another
-# build, e.g. an older commit's, to compare); the measuring tool is always this tree's.
+# Benchmark: charlie's speed against this machine's ceiling; usage() below says what it does and how.
 set -euo pipefail
+
+usage() {
+  cat <<'USAGE'
+Usage: scripts/bench.sh [--size 1G] [--repeat 3] [--chunks "512K 1M 2M"]
+                        [--big-size 4G|0] [--no-docs] [--keep] [--bin DIR]
+Sizes take K, M, G (powers of 2). --big-size defaults to 4 x --size; 0 skips it.
+--bin DIR takes alice, bob, tracker, charlie and create_chunks from DIR (another
+build, e.g. an older commit's, to compare); the measuring tool is always this tree's.
+
+Benchmark: how fast charlie moves a file, against this machine's ceiling measured in
+the same run. Builds the release binaries, makes a random file in a temporary root on
+tmpfs (/dev/shm, so the disk does not decide), and for each chunk size starts alice,
+bob and the tracker on free loopback ports, then REPEAT times measures side by side:
+the ceiling (`bench sink`: the file over one loopback TCP connection into a file on
+the same tmpfs, once before and once after each charlie run), one core's SHA-1 rate,
+and `charlie --step 2` (wall, CPU, peak RSS by wait4; the peers' CPU and peak RSS from
+/proc). Then: charlie's peak RSS on the file and on one 4 times larger, the tracker
+under 32 GET_FILE_INFO clients (65,535 chunks), one peer under 50 downloaders, and
+step-3 discovery latency. Prints the tables (median, min-max, ratios) and writes them
+into docs/BENCHMARKS.md between its markers (raw lines: target/bench-results.txt).
+USAGE
+}
 
 size=1G
 repeat=3
@@ -34,7 +40,7 @@ while [ $# -gt 0 ]; do
     --no-docs) docs=0; shift ;;
     --keep) keep=1; shift ;;
     --bin) other_bin=$(cd "$2" && pwd); shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) usage; exit 0 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -55,8 +61,8 @@ big=$([ -n "$big" ] && bytes "$big" || echo $((size * 4)))
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
-echo "== building (release)"
-cargo build --release --quiet
+echo "== building (release; the first build takes about 2 minutes)"
+cargo build --release
 # Where cargo puts the binaries (CARGO_TARGET_DIR or .cargo/config may move target/).
 target=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
   sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')

@@ -1,16 +1,28 @@
 #!/usr/bin/env bash
-# The main job: the whole course system on this machine. Builds the binaries, makes a
-# random file, splits it into chunks, starts alice, bob and the tracker in a temporary
-# root on free loopback ports, runs charlie steps 1, 2 and 3, checks the file each time,
-# and stops what it started, also on failure or Ctrl-C.
-#
-# Step 3 broadcasts DISCOVER_TRACKER to 255.255.255.255:9000, which must never leave
-# this machine: as root, the demo re-executes itself inside a private network namespace
-# (`unshare -n`, lo up, default route via lo) where the broadcast reaches only lo.
-# Without root it runs steps 1 and 2 on the host's loopback and says step 3 is skipped.
-#
-# Usage: scripts/demo.sh [--size BYTES] [--chunk-size BYTES] [--keep]
+# The main job: the whole course system on this machine (usage() says what it does).
 set -euo pipefail
+
+usage() {
+  cat <<'USAGE'
+Usage: scripts/demo.sh [--size BYTES] [--chunk-size BYTES] [--keep]
+
+Runs the whole course system on this machine: builds the release binaries (the first
+build takes about 2 minutes), makes a random file, splits it into chunks, starts alice,
+bob and the tracker in a temporary root on free loopback ports, runs charlie steps 1, 2
+and 3, checks the downloaded file after each, and stops what it started, also on
+failure or Ctrl-C.
+
+Step 3 broadcasts DISCOVER_TRACKER to 255.255.255.255:9000, which must never leave this
+machine: as root, the demo re-runs itself inside a private network namespace
+(unshare -n, lo up, default route via lo) where the broadcast reaches only lo. Without
+root it runs steps 1 and 2 on the host's loopback and says step 3 is skipped.
+
+  --size BYTES        size of the random file (default 20 MiB + 12345)
+  --chunk-size BYTES  chunk size (default 524288)
+  --keep              keep the temporary root (files, chunks, logs) afterwards
+  -h, --help          this text
+USAGE
+}
 
 args=("$@")  # kept whole for the re-run inside a namespace
 size=$((20 * 1024 * 1024 + 12345))
@@ -21,7 +33,7 @@ while [ $# -gt 0 ]; do
     --size) size=$2; shift 2 ;;
     --chunk-size) chunk=$2; shift 2 ;;
     --keep) keep=1; shift ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) usage; exit 0 ;;
     *) echo "demo.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -30,8 +42,9 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 bin="$here/target/release"
 if [ "${SWARMLET_DEMO_NETNS:-}" != 1 ]; then
-  echo "== building (release)"
-  cargo build --release --quiet
+  # cargo's own progress shows; a first build from scratch takes about 2 minutes.
+  echo "== building (release; the first build takes about 2 minutes)"
+  cargo build --release
   if [ "$(id -u)" = 0 ] && command -v unshare >/dev/null && command -v ip >/dev/null; then
     echo "== re-running inside a private network namespace (unshare -n) for step 3"
     export SWARMLET_DEMO_NETNS=1

@@ -1,43 +1,49 @@
 #!/usr/bin/env bash
-# The LAN lab: every role on its own host. Creates one network namespace per role
-# (tracker, alice, bob, charlie, and more peers when asked) plus one "switch" namespace
-# holding a bridge; each role's eth0 is a veth into that bridge, with an address of
-# 10.41.7.0/24. Writes a peers.ini for that LAN, runs the real binaries inside the
-# namespaces, runs charlie steps 1, 2 and 3 (step 3 finds the tracker by broadcast to
-# 255.255.255.255:9000 on the lab LAN, with no configuration file), checks the file
-# after each, and removes everything it created on exit (trap), also on failure or
-# Ctrl-C.
-#
-# Usage: scripts/lab.sh [options]
-#   --peers N          peers on the LAN: alice, bob, then peer3..peerN (default 2)
-#   --size BYTES       size of the random file (default 8 MiB + 12345)
-#   --chunk-size BYTES chunk size (default 524288)
-#   --steps LIST       charlie steps to run, comma-separated (default 1,2,3)
-#   --loss PCT         drop PCT% (integer 0-100) of the frames crossing the LAN, both
-#                      ways, with an nftables rule on the bridge (numgen random)
-#   --rate MBIT        limit each peer's uplink to MBIT Mbit/s (tc tbf)
-#   --delay MS         hold every IPv4 packet crossing the LAN for MS ms (a round trip
-#                      takes 2 x MS). This kernel has no netem qdisc (nor nft's queue
-#                      expression), so an iptables NFQUEUE rule in the switch namespace
-#                      (bridged packets pass its FORWARD chain) hands packets to
-#                      scripts/lab_delay.py, which releases each one MS ms later, in
-#                      order (needs iptables and python3)
-#   --cut NAME         cut peer NAME off the LAN (its bridge port goes down, like a pulled
-#                      cable) during the last step, once charlie holds --cut-after
-#                      chunks; every chunk is then put on every peer so the others can
-#                      finish the download
-#   --cut-after N      chunks charlie must hold before the cut (default: a quarter)
-#   --timeout-ms MS    charlie's --timeout-ms: how soon a silent peer is given up
-#                      (default 2000, so that a cut peer is noticed quickly)
-#   --bin DIR          use the binaries in DIR instead of building them (release)
-#   --keep             keep the lab's files (logs, chunks) instead of deleting them
-#
-# Needs root (namespaces, veth, bridge). Never touches the host's own interfaces,
-# routes or firewall: every link, address, route, qdisc and nftables or iptables rule is
-# created inside the lab's own namespaces (`ip -n NS ...`, `ip netns exec NS ...`), and
-# deleting the namespaces deletes all of them. Only a SIGKILL can leave some behind:
-# `ip netns list` shows them as swl<pid>-*, and `ip netns del NAME` removes each.
+# The LAN lab, every role on its own host; usage() below says what it does and how.
 set -euo pipefail
+
+usage() {
+  cat <<'USAGE'
+Usage: scripts/lab.sh [options]
+  --peers N          peers on the LAN: alice, bob, then peer3..peerN (default 2)
+  --size BYTES       size of the random file (default 8 MiB + 12345)
+  --chunk-size BYTES chunk size (default 524288)
+  --steps LIST       charlie steps to run, comma-separated (default 1,2,3)
+  --loss PCT         drop PCT% (integer 0-100) of the frames crossing the LAN, both
+                     ways, with an nftables rule on the bridge (numgen random)
+  --rate MBIT        limit each peer's uplink to MBIT Mbit/s (tc tbf)
+  --delay MS         hold every IPv4 packet crossing the LAN for MS ms (a round trip
+                     takes 2 x MS). This kernel has no netem qdisc (nor nft's queue
+                     expression), so an iptables NFQUEUE rule in the switch namespace
+                     (bridged packets pass its FORWARD chain) hands packets to
+                     scripts/lab_delay.py, which releases each one MS ms later, in
+                     order (needs iptables and python3)
+  --cut NAME         cut peer NAME off the LAN (its bridge port goes down, like a pulled
+                     cable) during the last step, once charlie holds --cut-after
+                     chunks; every chunk is then put on every peer so the others can
+                     finish the download
+  --cut-after N      chunks charlie must hold before the cut (default: a quarter)
+  --timeout-ms MS    charlie's --timeout-ms: how soon a silent peer is given up
+                     (default 2000, so that a cut peer is noticed quickly)
+  --bin DIR          use the binaries in DIR instead of building them (release)
+  --keep             keep the lab's files (logs, chunks) instead of deleting them
+
+Needs root (namespaces, veth, bridge). Never touches the host's own interfaces,
+routes or firewall: every link, address, route, qdisc and nftables or iptables rule is
+created inside the lab's own namespaces (`ip -n NS ...`, `ip netns exec NS ...`), and
+deleting the namespaces deletes all of them. Only a SIGKILL can leave some behind:
+`ip netns list` shows them as swl<pid>-*, and `ip netns del NAME` removes each.
+
+The LAN lab: every role on its own host. Creates one network namespace per role
+(tracker, alice, bob, charlie, and more peers when asked) plus one "switch" namespace
+holding a bridge; each role's eth0 is a veth into that bridge, with an address of
+10.41.7.0/24. Writes a peers.ini for that LAN, runs the real binaries inside the
+namespaces, runs charlie steps 1, 2 and 3 (step 3 finds the tracker by broadcast to
+255.255.255.255:9000 on the lab LAN, with no configuration file), checks the file
+after each, and removes everything it created on exit (trap), also on failure or
+Ctrl-C.
+USAGE
+}
 
 peers=2
 size=$((8 * 1024 * 1024 + 12345))
@@ -51,7 +57,6 @@ cut_after=
 timeout_ms=2000
 bindir=
 keep=0
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --peers) peers=$2; shift 2 ;;
@@ -82,17 +87,16 @@ if [ -n "$delay" ]; then
 fi
 [[ $steps =~ ^[123](,[123])*$ ]] || die "--steps must be a comma-separated list of 1, 2, 3"
 [ "$(id -u)" = 0 ] || die "needs root: it creates network namespaces, veth pairs and a bridge (try sudo)"
-for tool in ip tc; do command -v "$tool" >/dev/null || die "needs '$tool' (apt-get install iproute2)"; done
-if [ "$loss" -gt 0 ]; then command -v nft >/dev/null || die "--loss needs 'nft' (apt-get install nftables)"; fi
-if [ -n "$delay" ]; then
-  command -v python3 >/dev/null || die "--delay needs python3"
-  command -v iptables >/dev/null || die "--delay needs 'iptables' (apt-get install iptables)"
-fi
+# needs PROGRAM PACKAGE [WHY]: stops with the program and its Debian package when missing.
+needs() { command -v "$1" >/dev/null || die "${3:+$3 }needs the program $1 (Debian package $2): apt-get install $2, or run scripts/test.sh as root"; }
+needs ip iproute2; needs tc iproute2
+if [ "$loss" -gt 0 ]; then needs nft nftables --loss; fi
+if [ -n "$delay" ]; then needs python3 python3 --delay; needs iptables iptables --delay; fi
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 if [ -z "$bindir" ]; then
-  echo "== building (release)"
-  (cd "$here" && cargo build --release --quiet)
+  echo "== building (release; the first build takes about 2 minutes)"
+  (cd "$here" && cargo build --release)
   bindir="$here/target/release"
 fi
 bindir=$(cd "$bindir" && pwd)

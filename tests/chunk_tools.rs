@@ -2,6 +2,8 @@
 //! temporary roots, checked against the spec's "Files on disk" rules. Hashes are
 //! recomputed with the `sha1` crate directly, not through swarmlet's own hash type.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
@@ -566,7 +568,7 @@ fn same_chunks_and_file_ini_as_the_python_reference() {
             ours.path(),
             &["test.bin", "--chunk-size", &chunk_arg],
         ));
-        let py = Command::new("python3")
+        let py = Command::new(common::require_program("python3", "python3"))
             .arg(script)
             .arg(theirs.path())
             .args(["test.bin", &chunk_arg])
@@ -617,7 +619,8 @@ fn a_split_that_fills_the_disk_leaves_no_partial_chunks() {
         echo $? > "$OUT/2.rc"
         find "$ROOT/chunks" -name '*.bin' | wc -l > "$OUT/2.count"
     "#;
-    let status = Command::new("unshare")
+    common::require_program("mount", "mount");
+    let status = Command::new(common::require_program("unshare", "util-linux"))
         .args(["--mount", "--propagation", "private", "sh", "-c", script])
         .env("ROOT", root)
         .env("CREATE", CREATE)

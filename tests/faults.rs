@@ -195,7 +195,8 @@ fn disk_full_runs(
             rm -f "$ROOT/chunks/ballast"
         done
     "#;
-    let status = Command::new("unshare")
+    require_program("mount", "mount");
+    let status = Command::new(require_program("unshare", "util-linux"))
         .args(["--mount", "--propagation", "private", "sh", "-c", script])
         .env("ROOT", sys.root())
         .env("BALLAST", ballast.to_string())

@@ -35,7 +35,7 @@ const CREATE_CHUNKS_PY: &str = concat!(
 fn require_python() {
     static CHECKED: OnceLock<Result<(), String>> = OnceLock::new();
     let checked = CHECKED.get_or_init(|| {
-        let out = Command::new("python3")
+        let out = Command::new(require_program("python3", "python3"))
             .args(["-c", "import sys; print(sys.version_info >= (3, 8))"])
             .output()
             .map_err(|e| format!("cannot run python3: {e}"))?;

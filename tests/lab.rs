@@ -21,6 +21,23 @@ fn bin_dir() -> PathBuf {
     bin("charlie").parent().unwrap().to_path_buf()
 }
 
+/// Fails with the program and its package unless every outside program the lab runs is
+/// installed (lab.sh checks them too, but only those its options need, and a test that
+/// stops at its first line should say why).
+fn require_lab_programs() {
+    require_root();
+    for (program, package) in [
+        ("bash", "bash"),
+        ("ip", "iproute2"),
+        ("tc", "iproute2"),
+        ("nft", "nftables"),
+        ("iptables", "iptables"),
+        ("python3", "python3"),
+    ] {
+        require_program(program, package);
+    }
+}
+
 /// The lab's namespace prefix, from its first line (`== lab swlPID in DIR`).
 fn prefix(stdout: &str) -> String {
     stdout
@@ -55,7 +72,10 @@ fn assert_no_processes_left(dir: &str) {
 }
 
 fn assert_no_namespaces_left(prefix: &str) {
-    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let out = Command::new(require_program("ip", "iproute2"))
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
     let list = String::from_utf8_lossy(&out.stdout);
     assert!(
         !list.contains(&format!("{prefix}-")),
@@ -65,7 +85,7 @@ fn assert_no_namespaces_left(prefix: &str) {
 
 /// Runs the lab with `args` (at most 5 minutes) and checks it cleaned up after itself.
 fn lab(args: &[&str]) -> (Output, String) {
-    require_root();
+    require_lab_programs();
     let mut child = Command::new("bash")
         .arg(script())
         .arg("--bin")
@@ -85,6 +105,13 @@ fn lab(args: &[&str]) -> (Output, String) {
     }
     let out = child.wait_with_output().unwrap();
     let text = format!("{}\n{}", stdout(&out), stderr(&out));
+    // A lab that stopped before making anything (a missing program, a bad option)
+    // prints why on stderr: show it rather than "no prefix".
+    assert!(
+        stdout(&out).contains("== lab "),
+        "lab.sh {args:?} stopped before it began ({}):\n{text}",
+        out.status
+    );
     assert_no_namespaces_left(&prefix(&stdout(&out)));
     assert_no_processes_left(&lab_dir(&stdout(&out)));
     (out, text)
@@ -185,7 +212,7 @@ fn lab_alice_cut_off_mid_download_charlie_finishes_from_bob() {
 
 #[test]
 fn lab_interrupted_like_ctrl_c_removes_everything() {
-    require_root();
+    require_lab_programs();
     use std::os::unix::process::CommandExt;
     // Its own process group, so that SIGINT reaches it as a Ctrl-C at a terminal does.
     let mut command = Command::new("bash");
@@ -239,4 +266,56 @@ fn lab_interrupted_like_ctrl_c_removes_everything() {
     assert_eq!(status.code(), Some(130), "an interrupted lab exits 130");
     assert_no_namespaces_left(&prefix);
     assert_no_processes_left(&dir);
+}
+
+/// A lab whose option needs a program that is not installed stops before making
+/// anything, with one line naming the program and its Debian package (here nft, hidden
+/// by a PATH without /usr/sbin, for --loss).
+#[test]
+fn lab_names_a_missing_program_and_its_package() {
+    require_root();
+    let tools = tempfile::tempdir().unwrap();
+    // tc and ip, which every lab needs, stay reachable; nft does not.
+    for program in ["ip", "tc"] {
+        let path = require_program(program, "iproute2");
+        std::os::unix::fs::symlink(&path, tools.path().join(program)).unwrap();
+    }
+    let path = format!("{}:/usr/bin:/bin", tools.path().display());
+    assert!(
+        !["/usr/bin/nft", "/bin/nft"]
+            .iter()
+            .any(|p| Path::new(p).exists()),
+        "this test hides nft by leaving /usr/sbin off PATH"
+    );
+    let out = Command::new(require_program("bash", "bash"))
+        .arg(script())
+        .arg("--bin")
+        .arg(bin_dir())
+        .args(["--loss", "5"])
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = stderr(&out);
+    assert!(
+        err.contains("--loss needs the program nft (Debian package nftables)"),
+        "{err}"
+    );
+    assert!(
+        !stdout(&out).contains("== lab "),
+        "it began anyway: {out:?}"
+    );
+}
+
+/// The helper every test uses for outside programs names the program and the package.
+#[test]
+fn require_program_names_the_program_and_its_package() {
+    assert!(require_program("bash", "bash").ends_with("bash"));
+    let panic = std::panic::catch_unwind(|| require_program("swarmlet-no-such-tool", "nothing"))
+        .expect_err("a missing program must fail the test");
+    let msg = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert_eq!(
+        msg,
+        "needs swarmlet-no-such-tool (Debian package nothing): run scripts/test.sh, which installs it"
+    );
 }

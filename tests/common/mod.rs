@@ -459,10 +459,10 @@ pub fn in_private_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'stati
             &["link", "set", "lo", "up"][..],
             &["route", "add", "default", "dev", "lo"][..],
         ] {
-            let out = Command::new("ip")
+            let out = Command::new(require_program("ip", "iproute2"))
                 .args(args)
                 .output()
-                .expect("run ip (iproute2)");
+                .expect("run ip");
             assert!(out.status.success(), "ip {args:?}: {out:?}");
         }
         f()
@@ -471,4 +471,27 @@ pub fn in_private_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'stati
         Ok(v) => v,
         Err(panic) => std::panic::resume_unwind(panic),
     }
+}
+
+// ---- Outside programs -------------------------------------------------------------
+
+/// The path of `program` on PATH (or in /usr/sbin, /sbin, which a non-login root shell
+/// may lack), or a panic naming the program and the Debian package that provides it:
+/// a test that needs an outside program fails with that, never with an unrelated
+/// symptom. `scripts/test.sh` installs every such package.
+pub fn require_program(program: &str, package: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from));
+    for dir in dirs {
+        let candidate = dir.join(program);
+        if let Ok(meta) = fs::metadata(&candidate)
+            && meta.is_file()
+            && meta.permissions().mode() & 0o111 != 0
+        {
+            return candidate;
+        }
+    }
+    panic!("needs {program} (Debian package {package}): run scripts/test.sh, which installs it");
 }
