@@ -1,6 +1,8 @@
-//! Real BitTorrent (BEP 3): bencode, metainfo (.torrent files) and the `swarmlet`
-//! subcommands built on them.
+//! Real BitTorrent (BEP 3): bencode, metainfo (.torrent files), the peer wire codec, the
+//! tracker client and server, and the `swarmlet` subcommands built on them.
 
+pub mod announce;
 pub mod bencode;
 pub mod cli;
+pub mod peer_wire;
 pub mod tracker;
