@@ -3,3 +3,5 @@
 
 pub mod bencode;
 pub mod cli;
+pub mod create;
+pub mod metainfo;
