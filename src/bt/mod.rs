@@ -4,5 +4,7 @@
 pub mod announce;
 pub mod bencode;
 pub mod cli;
+pub mod create;
+pub mod metainfo;
 pub mod peer_wire;
 pub mod tracker;
