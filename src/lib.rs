@@ -11,6 +11,7 @@ pub mod config;
 pub mod course;
 pub mod download;
 pub mod hash;
+pub mod init;
 pub mod root;
 pub mod server;
 pub mod store;

@@ -605,6 +605,9 @@ fn a_split_that_fills_the_disk_leaves_no_partial_chunks() {
     let data = random_bytes(4 << 20, 77);
     let d = root_with("big.bin", &data);
     let root = d.path();
+    swarmlet::config::PeersConfig::course_defaults()
+        .save(&root.join("config/peers.ini"))
+        .unwrap();
     let out = tempfile::tempdir().unwrap();
     let script = r#"
         set -u
@@ -648,7 +651,12 @@ fn a_split_that_fills_the_disk_leaves_no_partial_chunks() {
     // Only the dot-file the test put there is left: no chunk, no temporary file, no
     // file.ini.
     let left: Vec<String> = read("1.files").lines().map(|l| l.to_string()).collect();
-    let dotfiles = ["chunks/alice/.gitkeep", "config/.gitkeep"];
+    // (and the peers.ini the test gave the root, so that stderr holds only the error)
+    let dotfiles = [
+        "chunks/alice/.gitkeep",
+        "config/.gitkeep",
+        "config/peers.ini",
+    ];
     let dotfiles: Vec<String> = dotfiles
         .iter()
         .map(|f| root.join(f).display().to_string())

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use swarmlet::chunker::{self, DEFAULT_CHUNK_SIZE};
 use swarmlet::cli::{self, RootArg};
+use swarmlet::init;
 use swarmlet::root::display_path;
 
 /// Files at least this large get a progress bar (on a terminal); smaller ones split in
@@ -16,7 +17,9 @@ const PROGRESS_THRESHOLD: u64 = 64 * 1024 * 1024;
 /// Split files/NAME into chunks/<peer>/<sha1>.bin and write config/file.ini.
 ///
 /// Empties chunks/alice, chunks/bob, chunks/charlie and every named peer's directory
-/// first (dot-files such as .gitkeep are kept).
+/// first (dot-files such as .gitkeep are kept). In a directory that is not a root yet,
+/// first creates files/, chunks/<peer>/ and a config/peers.ini with the course defaults
+/// (tracker :8000, alice :8001, bob :8002), saying so.
 #[derive(Debug, Parser)]
 #[command(name = "create_chunks", version, about)]
 struct Args {
@@ -43,6 +46,30 @@ fn main() -> ExitCode {
     cli::init_logging("create_chunks");
     cli::run(|| {
         let root = args.root.root();
+        // Bad arguments must touch nothing, so they are refused before the root is made.
+        chunker::check_peer_names(&args.peers)
+            .map_err(anyhow::Error::from)
+            .and_then(|()| Ok(swarmlet::root::check_file_name(&args.name)?))
+            .with_context(|| format!("cannot split {:?}", args.name))?;
+        // A first run in an empty directory makes the root (and says so), so that the
+        // tour works from anywhere.
+        for made in init::init_root(&root, &args.peers)? {
+            match made {
+                init::Made::Dir(dir) => log::info!("created {}/", display_path(&dir)),
+                init::Made::PeersIni(config) => {
+                    let addrs: Vec<String> = config
+                        .entries()
+                        .iter()
+                        .map(|(n, a)| format!("{n} {a}"))
+                        .collect();
+                    log::info!(
+                        "created {} with the course defaults: {}",
+                        display_path(&root.peers_ini()),
+                        addrs.join(", ")
+                    );
+                }
+            }
+        }
         // Only for sizing the progress bar: split_file does the real checks and errors.
         let size = std::fs::metadata(root.files_dir().join(&args.name))
             .map(|m| m.len())

@@ -37,6 +37,10 @@ pub struct CharlieArgs {
     /// Leave the verified chunks in chunks/charlie/ without merging them into the file
     #[arg(long)]
     pub no_merge: bool,
+    /// Empty chunks/charlie/ first, so that everything is downloaded again (without it,
+    /// chunks already there and verified are kept: "resumed N")
+    #[arg(long)]
+    pub fresh: bool,
     /// Give up on a peer or tracker that is silent this long (milliseconds)
     #[arg(long, value_name = "MS", default_value_t = 10_000)]
     pub timeout_ms: u64,
@@ -136,6 +140,13 @@ pub fn run(args: &CharlieArgs) -> anyhow::Result<()> {
     );
     for p in &plan.peers {
         log::info!("peer {p}");
+    }
+    if args.fresh {
+        let dir = root.chunks_dir(CHARLIE);
+        ChunkStore::new(&dir)
+            .clear()
+            .with_context(|| format!("cannot empty {}", display_path(&dir)))?;
+        log::info!("--fresh: emptied {}", display_path(&dir));
     }
     let store = ChunkStore::create(root.chunks_dir(CHARLIE))
         .with_context(|| format!("cannot create {}", display_path(&root.chunks_dir(CHARLIE))))?;
