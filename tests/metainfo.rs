@@ -213,7 +213,7 @@ fn hostile_torrents_are_refused_in_one_line_with_exit_code_1() {
         (b"d".to_vec(), ""),
         (b"99999999999:x".to_vec(), ""),
         (b"de".to_vec(), "info"),
-        (format!("{}", "l".repeat(1_000_000)).into_bytes(), ""),
+        ("l".repeat(1_000_000).into_bytes(), ""),
         (info("d6:lengthi5e4:name1:x12:piece lengthi16384e6:pieces19:aaaaaaaaaaaaaaaaaaae").into_bytes(), ""),
         (info("d6:lengthi5e4:name1:x12:piece lengthi0e6:pieces20:aaaaaaaaaaaaaaaaaaaae").into_bytes(), ""),
         (info("d6:lengthi5e4:name1:x12:piece lengthi1000e6:pieces20:aaaaaaaaaaaaaaaaaaaae").into_bytes(), ""),
