@@ -245,3 +245,50 @@ fn hostile_torrents_are_refused_in_one_line_with_exit_code_1() {
     // Nothing was written beside the inputs.
     assert_eq!(std::fs::read_dir(d).unwrap().count(), cases.len());
 }
+
+#[test]
+fn our_file_storage_rechecks_a_torrent_made_by_mktorrent_and_finds_a_changed_byte() {
+    use swarmlet::bt::metainfo::Metainfo;
+    use swarmlet::storage::{PieceStore, files::FilesStore};
+    let mk = require_program("mktorrent", "mktorrent");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A piece (32 KiB, mktorrent's smallest) spanning 3 files, 0-byte files, nested directories.
+    for (i, (p, n)) in [
+        ("m/a", 10_000usize),
+        ("m/b/empty", 0),
+        ("m/b/c", 3_000),
+        ("m/d", 50_000),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let path = d.join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, random_bytes(*n, i as u64 + 40)).unwrap();
+    }
+    let o = Command::new(&mk)
+        .current_dir(d)
+        .args(["-l", "15", "-o", "m.torrent", "m"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let meta = Metainfo::read(&d.join("m.torrent")).unwrap();
+    let layout = meta.layout().unwrap();
+    assert_eq!(layout.piece_count() as usize, meta.pieces.len());
+    assert_eq!(layout.spans(0).count(), 3, "piece 0 covers a, b/c and d");
+    let store = FilesStore::create(d, layout).unwrap();
+    let have = store.recheck(&meta.digests()).unwrap();
+    assert!(
+        have.is_full(),
+        "every piece of mktorrent's torrent verifies through our storage"
+    );
+    // One byte changed in d: exactly the piece holding it fails.
+    let path = d.join("m/d");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[40_000] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    let have = store.recheck(&meta.digests()).unwrap();
+    let bad: Vec<usize> = (0..meta.pieces.len()).filter(|&i| !have.has(i)).collect();
+    assert_eq!(bad, vec![(10_000 + 3_000 + 40_000) / 32_768]);
+}

@@ -367,6 +367,34 @@ impl Metainfo {
         })
     }
 
+    /// Where each piece lies across the files, for [`crate::storage`]: a multi-file
+    /// torrent's files live under `name/`. Names that are not UTF-8 are stored under
+    /// their lossy UTF-8 form (every component was checked safe when parsed).
+    pub fn layout(&self) -> Result<crate::layout::Layout, crate::layout::LayoutError> {
+        let lossy = |c: &[u8]| String::from_utf8_lossy(c).into_owned();
+        let files = self
+            .files
+            .iter()
+            .map(|f| {
+                let mut path = Vec::with_capacity(f.path.len() + 1);
+                if self.multi_file {
+                    path.push(lossy(&self.name));
+                }
+                path.extend(f.path.iter().map(|c| lossy(c)));
+                (path, f.length, f.pad)
+            })
+            .collect();
+        crate::layout::Layout::files(files, self.piece_length)
+    }
+
+    /// The piece digests, in the engine's and storage's type.
+    pub fn digests(&self) -> Vec<crate::digest::Digest> {
+        self.pieces
+            .iter()
+            .map(|p| crate::digest::Digest::from(crate::hash::ChunkHash::from_bytes(p.0)))
+            .collect()
+    }
+
     /// Total bytes (pads included).
     pub fn total_length(&self) -> u64 {
         self.files.iter().map(|f| f.length).sum()
