@@ -225,6 +225,30 @@ fn hostile_torrents_are_refused_in_one_line_with_exit_code_1() {
         (info("d6:lengthi5e4:name2:..12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaae").into_bytes(), ".."),
         (info("d6:lengthi5e4:name4:/etc12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaae").into_bytes(), "/etc"),
         (info("d12:meta versioni2e4:name1:x12:piece lengthi16384ee").into_bytes(), "v2"),
+        (b"l".to_vec(), ""),
+        (b"i12".to_vec(), ""),
+        (b"ie".to_vec(), ""),
+        (b"i-e".to_vec(), ""),
+        (b"i99999999999999999999999e".to_vec(), ""),
+        (b"5:abc".to_vec(), ""),
+        (b"-1:x".to_vec(), ""),
+        (b"10000000000:x".to_vec(), ""),
+        (b"d1:ai1e1:ai2ee".to_vec(), "duplicate"),
+        (b"di1ei2ee".to_vec(), ""),
+        (b"d4:infoi1ee".to_vec(), "info"),
+        (info("d6:lengthi5e12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaae").into_bytes(), "name"),
+        (info("d6:lengthi5e4:name1:x6:pieces20:aaaaaaaaaaaaaaaaaaaae").into_bytes(), "piece length"),
+        (info("d6:lengthi5e4:name1:x12:piece lengthi16384ee").into_bytes(), "pieces"),
+        (info("d5:filesle4:name1:x12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaae").into_bytes(), ""),
+        (info("d5:filesld6:lengthi1eee4:name1:x12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaae").into_bytes(), "path"),
+        (info("d5:filesld6:lengthi1e4:pathl3:a\0beee4:name1:x12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaae").into_bytes(), ""),
+        (info("d5:filesld6:lengthi1e4:pathl3:a\\beee4:name1:x12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaae").into_bytes(), ""),
+        (info("d5:filesld6:lengthi1e4:pathl2:C:eee4:name1:x12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaae").into_bytes(), "C:"),
+        (info("d6:lengthi5e4:name3:a/b12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaae").into_bytes(), "a/b"),
+        (info("d6:lengthi5e4:name1:x12:piece lengthi16384e6:pieces40:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaae").into_bytes(), ""),
+        (format!("{}x", info("d6:lengthi5e4:name1:x12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaae")).into_bytes(), ""),
+        (info("d6:lengthi5e4:name1:x12:piece lengthi-16384e6:pieces20:aaaaaaaaaaaaaaaaaaaae").into_bytes(), ""),
+        (info("d6:lengthi5e4:name1:x12:piece lengthi16384e6:pieces1:ae").into_bytes(), ""),
     ];
     for (i, (bytes, needle)) in cases.iter().enumerate() {
         let name = format!("bad{i}.torrent");
@@ -244,6 +268,19 @@ fn hostile_torrents_are_refused_in_one_line_with_exit_code_1() {
     }
     // Nothing was written beside the inputs.
     assert_eq!(std::fs::read_dir(d).unwrap().count(), cases.len());
+    assert!(cases.len() >= 40);
+    // A file over the size limit is refused before it is read whole (sparse: no disk used).
+    let big = std::fs::File::create(d.join("big.torrent")).unwrap();
+    big.set_len(65 << 20).unwrap();
+    let o = swarmlet(d, &["show", "big.torrent"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr)
+            .trim_end()
+            .lines()
+            .count(),
+        1
+    );
 }
 
 #[test]
@@ -275,7 +312,7 @@ fn our_file_storage_rechecks_a_torrent_made_by_mktorrent_and_finds_a_changed_byt
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let meta = Metainfo::read(&d.join("m.torrent")).unwrap();
     let layout = meta.layout().unwrap();
-    assert_eq!(layout.piece_count() as usize, meta.pieces.len());
+    assert_eq!(layout.piece_count(), meta.pieces.len());
     assert_eq!(layout.spans(0).count(), 3, "piece 0 covers a, b/c and d");
     let store = FilesStore::create(d, layout).unwrap();
     let have = store.recheck(&meta.digests()).unwrap();
