@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod bv;
 pub mod chunker;
 pub mod cli;
 pub mod config;
