@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod bt;
+pub mod bv;
 pub mod chunker;
 pub mod cli;
 pub mod config;
