@@ -81,12 +81,7 @@ impl ChunkHash {
 }
 
 fn hex_val(b: u8) -> Result<u8, HashParseError> {
-    match b {
-        b'0'..=b'9' => Ok(b - b'0'),
-        b'a'..=b'f' => Ok(b - b'a' + 10),
-        b'A'..=b'F' => Ok(b - b'A' + 10),
-        _ => Err(HashParseError::Digit(b as char)),
-    }
+    crate::digest::hex_digit(b).ok_or(HashParseError::Digit(b as char))
 }
 
 impl fmt::Display for ChunkHash {

@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod bounded;
 pub mod bt;
 pub mod bv;
 pub mod chunker;

@@ -10,6 +10,7 @@
 //! exception: a decoded FILE_INFO's chunk table takes `size_of::<ChunkRecord>()` bytes
 //! (48 on 64-bit) per 24-byte record on the wire, i.e. up to about twice the message.
 
+use crate::bounded::read_growing;
 use std::fmt;
 use std::io::{self, Read};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -640,23 +641,6 @@ pub fn read_message<R: Read + ?Sized>(
     // then sending nothing costs no more than what it actually sent.
     let body = read_growing(r, body_len)?;
     decode_body(&header, &body, tol).map_err(ReadError::Message)
-}
-
-/// Up-front buffer for a message body; larger bodies grow as their bytes arrive.
-const INITIAL_BODY_CAPACITY: usize = 64 * 1024;
-
-/// Reads exactly `n` bytes, doubling the buffer as they arrive but never past `n`, so
-/// the allocation is bounded by both `n` and twice what the sender really sent.
-fn read_growing<R: Read + ?Sized>(r: &mut R, n: usize) -> io::Result<Vec<u8>> {
-    let mut buf = Vec::with_capacity(n.min(INITIAL_BODY_CAPACITY));
-    while buf.len() < n {
-        let step = (n - buf.len()).min(buf.len().max(INITIAL_BODY_CAPACITY));
-        buf.reserve_exact(step);
-        if r.take(step as u64).read_to_end(&mut buf)? == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-    }
-    Ok(buf)
 }
 
 /// Reads the body of a CHUNK reply whose `header` was just read, streaming the content

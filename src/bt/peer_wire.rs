@@ -13,6 +13,7 @@
 //!   past the last piece, spare bits set in a bitfield...): the stream is still in step,
 //!   and the caller decides (BEP 3 says drop the peer for a bad bitfield).
 
+use crate::bounded::read_growing;
 use std::io::{self, Read, Write};
 
 /// The protocol string of the handshake, after its length byte.
@@ -403,23 +404,6 @@ fn read_exact<R: Read + ?Sized>(r: &mut R, b: &mut [u8]) -> Result<(), ReadError
 
 fn be32(b: &[u8]) -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
-}
-
-/// Up-front buffer for a bitfield; a larger one grows as its bytes arrive, so a peer that
-/// announces a big (allowed) bitfield and sends nothing costs nothing.
-const INITIAL_BODY_CAPACITY: usize = 64 * 1024;
-
-/// Reads exactly `n` bytes, growing the buffer as they arrive but never past `n`.
-fn read_growing<R: Read + ?Sized>(r: &mut R, n: usize) -> io::Result<Vec<u8>> {
-    let mut buf = Vec::with_capacity(n.min(INITIAL_BODY_CAPACITY));
-    while buf.len() < n {
-        let step = (n - buf.len()).min(buf.len().max(INITIAL_BODY_CAPACITY));
-        buf.reserve_exact(step);
-        if r.take(step as u64).read_to_end(&mut buf)? == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-    }
-    Ok(buf)
 }
 
 /// Reads and drops `n` bytes without allocating them.
