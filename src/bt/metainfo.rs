@@ -32,6 +32,17 @@ impl InfoHash {
     pub fn of(info: &[u8]) -> Self {
         InfoHash(Sha1::digest(info).into())
     }
+
+    /// Parses 40 hex digits (either case), as in `--allow` files and magnet links.
+    pub fn from_hex(s: &str) -> Option<InfoHash> {
+        let d = crate::digest::Digest::from_hex(crate::digest::HashAlgo::Sha1, s).ok()?;
+        Some(InfoHash(d.as_bytes().try_into().ok()?))
+    }
+
+    /// Lower-case hex.
+    pub fn to_hex(&self) -> String {
+        hex(&self.0)
+    }
 }
 
 fn hex(b: &[u8]) -> String {

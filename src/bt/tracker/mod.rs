@@ -14,7 +14,6 @@ pub mod run;
 pub mod udp;
 
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -53,41 +52,8 @@ pub const MAX_NUMWANT: usize = 200;
 /// Default re-announce interval told to clients (seconds), as opentracker's.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1800);
 
-/// A torrent's identity: the SHA-1 of its bencoded info dictionary.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct InfoHash(pub [u8; 20]);
-
-impl InfoHash {
-    /// Parses 40 hex digits (either case).
-    pub fn from_hex(s: &str) -> Option<InfoHash> {
-        let s = s.as_bytes();
-        if s.len() != 40 {
-            return None;
-        }
-        let mut out = [0u8; 20];
-        for (i, pair) in s.chunks(2).enumerate() {
-            let hi = (pair[0] as char).to_digit(16)?;
-            let lo = (pair[1] as char).to_digit(16)?;
-            out[i] = (hi * 16 + lo) as u8;
-        }
-        Some(InfoHash(out))
-    }
-
-    /// Lower-case hex, as in magnet links and `--allow` files.
-    pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
-    }
-}
-
-impl fmt::Debug for InfoHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_hex())
-    }
-}
-
-/// A client's self-chosen 20-byte identity within a swarm.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub struct PeerId(pub [u8; 20]);
+pub use crate::bt::metainfo::InfoHash;
+pub use crate::bt::peer_wire::PeerId;
 
 /// One peer as the tracker remembers it.
 #[derive(Clone, Debug)]
