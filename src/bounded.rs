@@ -20,3 +20,20 @@ pub fn read_growing<R: Read + ?Sized>(r: &mut R, n: usize) -> io::Result<Vec<u8>
     }
     Ok(buf)
 }
+
+/// Fills `b` from `r`, retrying on `Interrupted`. `Ok(false)` when the stream ended
+/// cleanly before its first byte (a peer that hung up between messages), an
+/// `UnexpectedEof` error when it ended part-way.
+pub fn fill_or_closed<R: Read + ?Sized>(r: &mut R, b: &mut [u8]) -> io::Result<bool> {
+    let mut got = 0;
+    while got < b.len() {
+        match r.read(&mut b[got..]) {
+            Ok(0) if got == 0 => return Ok(false),
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}

@@ -613,15 +613,8 @@ impl ReadError {
 /// Reads a header; [`ReadError::Closed`] if the stream ends before its first byte.
 pub fn read_header<R: Read + ?Sized>(r: &mut R) -> Result<Header, ReadError> {
     let mut b = [0u8; HEADER_LEN];
-    let mut got = 0;
-    while got < HEADER_LEN {
-        match r.read(&mut b[got..]) {
-            Ok(0) if got == 0 => return Err(ReadError::Closed),
-            Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.into()),
-        }
+    if !crate::bounded::fill_or_closed(r, &mut b)? {
+        return Err(ReadError::Closed);
     }
     Ok(Header::parse(&b))
 }

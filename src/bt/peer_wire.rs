@@ -385,17 +385,10 @@ fn skip_limit(limits: &Limits) -> u32 {
 
 /// Reads into `b`; [`ReadError::Closed`] if the stream ends before its first byte.
 fn read_first<R: Read + ?Sized>(r: &mut R, b: &mut [u8]) -> Result<(), ReadError> {
-    let mut got = 0;
-    while got < b.len() {
-        match r.read(&mut b[got..]) {
-            Ok(0) if got == 0 => return Err(ReadError::Closed),
-            Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.into()),
-        }
+    match crate::bounded::fill_or_closed(r, b)? {
+        true => Ok(()),
+        false => Err(ReadError::Closed),
     }
-    Ok(())
 }
 
 fn read_exact<R: Read + ?Sized>(r: &mut R, b: &mut [u8]) -> Result<(), ReadError> {
