@@ -20,6 +20,13 @@ pub const MAX_CHUNKS: usize = 1_000_000;
 /// Most entries accepted in one client list: far above a classroom swarm, and it bounds
 /// the memory a hostile tracker can make a client spend (entries × mask length).
 pub const MAX_CLIENTS_LISTED: usize = 10_000;
+/// Largest chunk size a client accepts from a tracker. A downloader holds a whole chunk
+/// in memory while it verifies it, so a hostile tracker announcing 2^60-byte chunks must
+/// be refused before any buffer is sized; 64 MiB is 64 times the classic 1 MiB.
+pub const MAX_CHUNK_SIZE: u64 = 64 * 1024 * 1024;
+/// Longest chunk request line accepted by an uploader: an index below [`MAX_CHUNKS`]
+/// has at most 7 digits; 32 leaves room for stray spaces or a `\r`.
+pub const MAX_REQUEST_LINE: usize = 32;
 
 /// bvTorrent names chunks by SHA-224 (56 lowercase hex digits on the wire).
 pub const ALGO: HashAlgo = HashAlgo::Sha224;
@@ -74,6 +81,21 @@ pub enum CodecError {
     /// An unsafe or empty file name.
     #[error("unsafe file name")]
     UnsafeName,
+    /// A file name that is not UTF-8 (our storage names files by `str`).
+    #[error("the file name is not UTF-8")]
+    NameNotUtf8,
+    /// A chunk size of 0 or above [`MAX_CHUNK_SIZE`].
+    #[error("chunk size {0} out of range")]
+    ChunkSize(u64),
+    /// Chunk sizes that are not all `maxChunkSize` but a shorter last one.
+    #[error("chunk {0} has a size other than the chunk size")]
+    NotUniform(usize),
+    /// The descriptor describes no valid file layout (e.g. no chunks at all).
+    #[error(transparent)]
+    Layout(#[from] crate::layout::LayoutError),
+    /// A chunk request that is not a decimal index below the chunk count.
+    #[error("bad chunk request")]
+    BadRequest,
 }
 
 impl Descriptor {
@@ -142,6 +164,9 @@ impl Descriptor {
             return Err(CodecError::UnsafeName);
         }
         let max_chunk_size = parse_u64(&read_line(r, MAX_SHORT_LINE)?)?;
+        if max_chunk_size == 0 || max_chunk_size > MAX_CHUNK_SIZE {
+            return Err(CodecError::ChunkSize(max_chunk_size));
+        }
         let n = parse_u64(&read_line(r, MAX_SHORT_LINE)?)?;
         if n > MAX_CHUNKS as u64 {
             return Err(CodecError::TooMany(n));
@@ -163,6 +188,16 @@ impl Descriptor {
             }
             chunks.push(ChunkInfo { size, digest });
         }
+        // The classic tracker cuts uniform chunks; anything else cannot be laid out in
+        // the file by offset = index × chunk size (and our Layout assumes it).
+        if let Some(i) = chunks
+            .iter()
+            .rev()
+            .skip(1)
+            .position(|c| c.size != max_chunk_size)
+        {
+            return Err(CodecError::NotUniform(chunks.len() - 2 - i));
+        }
         Ok(Descriptor {
             name,
             max_chunk_size,
@@ -170,9 +205,31 @@ impl Descriptor {
         })
     }
 
-    /// The byte offset of chunk `i` in the file.
+    /// The byte offset of chunk `i` in the file (chunks are uniform: see [`Self::read`]).
     pub fn offset(&self, i: usize) -> u64 {
-        self.chunks[..i].iter().map(|c| c.size).sum()
+        i as u64 * self.max_chunk_size
+    }
+
+    /// The file as a single-file [`Layout`](crate::layout::Layout) named by the
+    /// descriptor (what [`FilesStore`](crate::storage::files::FilesStore) writes).
+    pub fn layout(&self) -> Result<crate::layout::Layout, CodecError> {
+        let name = std::str::from_utf8(&self.name).map_err(|_| CodecError::NameNotUtf8)?;
+        let layout = crate::layout::Layout::single(name, self.total_len(), self.max_chunk_size)?;
+        // A descriptor built by hand (not read) may still disagree with the cut.
+        if let Some(i) =
+            (0..self.chunks.len()).find(|&i| self.chunks[i].size != layout.piece_len(i))
+        {
+            return Err(CodecError::NotUniform(i));
+        }
+        if layout.piece_count() != self.chunks.len() {
+            return Err(CodecError::NotUniform(self.chunks.len()));
+        }
+        Ok(layout)
+    }
+
+    /// Every chunk's digest, in order (what a recheck verifies against).
+    pub fn digests(&self) -> Vec<Digest> {
+        self.chunks.iter().map(|c| c.digest).collect()
     }
 
     /// The file's total length.
@@ -225,6 +282,21 @@ pub fn parse_registration(line: &[u8], n: usize) -> Result<(u16, Vec<u8>), Codec
     let mask = &line[comma + 1..];
     check_mask(mask, n)?;
     Ok((port, mask.to_vec()))
+}
+
+/// The request a downloader sends a holder: the 0-based index, decimal, and `\n`.
+pub fn encode_chunk_request(index: usize) -> Vec<u8> {
+    format!("{index}\n").into_bytes()
+}
+
+/// Parses a chunk request line (without its `\n`) for a file of `n` chunks. Spaces and
+/// a `\r` around the number are tolerated (a hand-typed or Windows-made request).
+pub fn parse_chunk_request(line: &[u8], n: usize) -> Result<usize, CodecError> {
+    let i = parse_u64(line.trim_ascii()).map_err(|_| CodecError::BadRequest)?;
+    usize::try_from(i)
+        .ok()
+        .filter(|&i| i < n)
+        .ok_or(CodecError::BadRequest)
 }
 
 /// A tracker command.
@@ -335,6 +407,57 @@ mod tests {
         let bytes = d.encode();
         assert!(bytes.starts_with(b"a b.bin\n4\n2\n4,"));
         assert_eq!(Descriptor::read(&mut &bytes[..]).unwrap(), d);
+    }
+
+    #[test]
+    fn descriptors_are_uniform_and_bounded() {
+        let one = |size: u64| format!("{size},{}\n", "0".repeat(56));
+        let desc = |max: u64, sizes: &[u64]| {
+            let mut s = format!("f\n{max}\n{}\n", sizes.len());
+            for &z in sizes {
+                s.push_str(&one(z));
+            }
+            Descriptor::read(&mut s.as_bytes())
+        };
+        let d = desc(4, &[4, 4, 1]).unwrap();
+        assert_eq!((d.offset(2), d.total_len()), (8, 9));
+        let l = d.layout().unwrap();
+        assert_eq!((l.piece_count(), l.last_piece_len()), (3, 1));
+        assert_eq!(d.digests().len(), 3);
+        assert!(matches!(
+            desc(4, &[4, 3, 1]),
+            Err(CodecError::NotUniform(1))
+        ));
+        assert!(matches!(desc(4, &[2, 4]), Err(CodecError::NotUniform(0))));
+        assert!(matches!(
+            desc(MAX_CHUNK_SIZE + 1, &[1]),
+            Err(CodecError::ChunkSize(_))
+        ));
+        assert!(matches!(desc(0, &[]), Err(CodecError::ChunkSize(0))));
+        assert!(matches!(
+            desc(4, &[]).unwrap().layout(),
+            Err(CodecError::Layout(_))
+        ));
+        let mut bad_name = desc(4, &[1]).unwrap();
+        bad_name.name = vec![0xff];
+        assert!(matches!(bad_name.layout(), Err(CodecError::NameNotUtf8)));
+    }
+
+    #[test]
+    fn chunk_requests() {
+        assert_eq!(encode_chunk_request(17), b"17\n");
+        assert_eq!(parse_chunk_request(b"17", 18).unwrap(), 17);
+        assert_eq!(parse_chunk_request(b" 3\r", 18).unwrap(), 3);
+        for bad in [
+            &b"18"[..],
+            b"",
+            b"-1",
+            b"1 2",
+            b"x",
+            b"99999999999999999999",
+        ] {
+            assert!(parse_chunk_request(bad, 18).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
