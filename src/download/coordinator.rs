@@ -65,8 +65,8 @@ pub(super) enum Failure {
     Answered(String),
     /// The copy did not hash to the digest.
     BadDigest,
-    /// The connection broke; the cause and the error's text.
-    Broken(FetchCause, String),
+    /// The connection broke; the cause, what more the error says, and its whole text.
+    Broken(FetchCause, Option<String>, String),
 }
 
 /// Messages from workers and verifiers to the coordinator.
@@ -567,7 +567,7 @@ impl Coordinator {
         match failure {
             Failure::NotFound => {
                 self.note(p, format!("{name}: CHUNK_NOT_FOUND"));
-                self.set_why(id, p, Why::Fetch(FetchCause::NotFound));
+                self.set_why(id, p, Why::Fetch(FetchCause::NotFound, None));
                 self.give_up_piece_on(id, p);
             }
             Failure::Answered(_) | Failure::BadDigest => {
@@ -584,9 +584,9 @@ impl Coordinator {
                     self.drop_peer(p, PeerFate::BadInARow(n, Box::new(why)));
                 }
             }
-            Failure::Broken(cause, text) => {
+            Failure::Broken(cause, detail, text) => {
                 self.note(p, format!("{name}: {text}"));
-                self.set_why(id, p, Why::Fetch(cause));
+                self.set_why(id, p, Why::Fetch(cause, detail));
                 // Prefer another peer for this piece, but keep this one as a last
                 // resort: its worker reconnects once before giving up on it.
                 if self.pieces[id].candidates.len() > 1 {

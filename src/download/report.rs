@@ -83,10 +83,10 @@ impl Report {
 /// Why a peer is no longer asked for anything.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum PeerFate {
-    /// Connecting failed, twice.
-    Unreachable(FetchCause),
+    /// Connecting failed, twice; the cause and, when it says more, the error's text.
+    Unreachable(FetchCause, Option<String>),
     /// The connection broke again right after a reconnection.
-    BrokeAgain(FetchCause),
+    BrokeAgain(FetchCause, Option<String>),
     /// It sent this many bad chunks in a row; the last one's cause.
     BadInARow(u32, Box<Why>),
     /// It left the swarm (a tracker no longer lists it).
@@ -98,8 +98,10 @@ pub enum PeerFate {
 impl fmt::Display for PeerFate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PeerFate::Unreachable(c) => f.write_str(c.phrase()),
-            PeerFate::BrokeAgain(c) => write!(f, "{} again after a reconnection", c.phrase()),
+            PeerFate::Unreachable(c, None) => f.write_str(c.phrase()),
+            PeerFate::Unreachable(_, Some(d)) => write!(f, "cannot connect: {d}"),
+            PeerFate::BrokeAgain(c, None) => write!(f, "{} again after a reconnection", c.phrase()),
+            PeerFate::BrokeAgain(_, Some(d)) => write!(f, "failed again after a reconnection: {d}"),
             PeerFate::BadInARow(n, last) => write!(f, "{n} bad chunks in a row (the last: {last})"),
             PeerFate::Left => f.write_str("left the swarm"),
             PeerFate::WorkerStopped => f.write_str("stopped"),
@@ -110,8 +112,8 @@ impl fmt::Display for PeerFate {
 /// Why one peer did not deliver one piece.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Why {
-    /// The fetch failed this way.
-    Fetch(FetchCause),
+    /// The fetch failed this way; with the error's text when it says more than the cause.
+    Fetch(FetchCause, Option<String>),
     /// The peer answered with an error, shown as the protocol names it.
     Answered(String),
     /// Its copy did not hash to the piece's digest.
@@ -120,10 +122,33 @@ pub enum Why {
     Dropped(PeerFate),
 }
 
+impl Why {
+    /// Whether it reads after a colon (`alice: timed out: no reply within 500 ms`) rather
+    /// than as a verb phrase (`alice refused the connection`).
+    fn is_detail(&self) -> bool {
+        matches!(
+            self,
+            Why::Fetch(_, Some(_))
+                | Why::Dropped(
+                    PeerFate::Unreachable(_, Some(_)) | PeerFate::BrokeAgain(_, Some(_))
+                )
+        )
+    }
+}
+
+/// The text of `e` when it says more than its cause's phrase.
+pub fn detail(e: &super::source::FetchError) -> Option<String> {
+    match e.cause() {
+        FetchCause::ConnectionRefused | FetchCause::NotFound | FetchCause::Choked => None,
+        _ => Some(e.to_string()),
+    }
+}
+
 impl fmt::Display for Why {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Why::Fetch(c) => f.write_str(c.phrase()),
+            Why::Fetch(c, None) => f.write_str(c.phrase()),
+            Why::Fetch(_, Some(d)) => f.write_str(d),
             Why::Answered(a) => write!(f, "answered {a}"),
             Why::BadDigest(algo) => write!(f, "sent data that does not match its {algo}"),
             Why::Dropped(fate) => fmt::Display::fmt(fate, f),
@@ -159,7 +184,8 @@ impl fmt::Display for PieceFailure {
             if i > 0 {
                 f.write_str("; ")?;
             }
-            write!(f, "{} {why}", and_list(names))?;
+            let sep = if why.is_detail() { ": " } else { " " };
+            write!(f, "{}{sep}{why}", and_list(names))?;
         }
         Ok(())
     }
@@ -297,7 +323,7 @@ mod tests {
 
     #[test]
     fn causes_fold_by_piece_and_by_peer() {
-        let refused = Why::Dropped(PeerFate::Unreachable(FetchCause::ConnectionRefused));
+        let refused = Why::Dropped(PeerFate::Unreachable(FetchCause::ConnectionRefused, None));
         let both = vec![
             ("alice".to_string(), refused.clone()),
             ("bob".into(), refused),
@@ -316,5 +342,8 @@ mod tests {
             "chunk 3: alice sent data that does not match its SHA-1"
         );
         assert_eq!(and_list(&["a", "b", "c"]), "a, b and c");
+        let slow = Why::Fetch(FetchCause::TimedOut, Some("timed out: no reply".into()));
+        let g = fold([(0, vec![("bob".to_string(), slow)])]);
+        assert_eq!(g[0].to_string(), "chunk 0: bob: timed out: no reply");
     }
 }

@@ -1,4 +1,3 @@
-
 //! The engine against fake peers (no sockets): endgame duplicates, the first verified
 //! copy winning, failures of one copy, and aborting the fetches still running at the
 //! end. Fakes wait on conditions rather than sleeps, so outcomes do not depend on

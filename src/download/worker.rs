@@ -12,7 +12,7 @@ use crate::digest::Digest;
 use super::Ctx;
 use super::coordinator::{Assignment, Event, Failure, PieceId};
 use super::plan::{PeerId, PeerInfo};
-use super::report::PeerFate;
+use super::report::{PeerFate, detail};
 use super::source::{FetchError, PieceSource};
 
 /// A fetched piece on its way to a verifier.
@@ -82,9 +82,10 @@ impl Link<'_> {
     /// dead. Returns whether the worker goes on.
     fn recover(&mut self, e: &FetchError) -> bool {
         if self.reconnected {
-            let _ = self
-                .events
-                .send(Event::PeerDead(self.id, PeerFate::BrokeAgain(e.cause())));
+            let _ = self.events.send(Event::PeerDead(
+                self.id,
+                PeerFate::BrokeAgain(e.cause(), detail(e)),
+            ));
             return false;
         }
         thread::sleep(self.ctx.opts.reconnect_backoff);
@@ -103,9 +104,10 @@ impl Link<'_> {
             }
             Err(e) => {
                 log::warn!("cannot reconnect to {}: {e}", self.peer);
-                let _ = self
-                    .events
-                    .send(Event::PeerDead(self.id, PeerFate::Unreachable(e.cause())));
+                let _ = self.events.send(Event::PeerDead(
+                    self.id,
+                    PeerFate::Unreachable(e.cause(), detail(&e)),
+                ));
                 false
             }
         }
@@ -126,7 +128,10 @@ fn work(
     let connected = match connect_with_retry(peer, ctx) {
         Ok(c) => c,
         Err(e) => {
-            let _ = events.send(Event::PeerDead(id, PeerFate::Unreachable(e.cause())));
+            let _ = events.send(Event::PeerDead(
+                id,
+                PeerFate::Unreachable(e.cause(), detail(&e)),
+            ));
             return;
         }
     };
@@ -191,7 +196,7 @@ fn work(
                 let failure = match &e {
                     FetchError::NotFound => Failure::NotFound,
                     FetchError::Refused(why) => Failure::Answered(why.to_string()),
-                    e => Failure::Broken(e.cause(), e.to_string()),
+                    e => Failure::Broken(e.cause(), detail(e), e.to_string()),
                 };
                 let _ = events.send(Event::Failed(piece, id, failure));
                 if broken && !link.recover(&e) {
