@@ -6,6 +6,7 @@
 use super::coordinator::Event;
 use super::worker::{VerifyJob, verifier};
 use super::*;
+use crate::bitfield::Bitfield;
 use crate::digest::Digest;
 use crate::hash::ChunkHash;
 use crate::storage::hash_dir::HashDirStore;
@@ -264,12 +265,20 @@ fn setup(n: usize, has: &[&[PeerId]], rules: Rules<'_>) -> Setup {
 
 impl Setup {
     fn run(&self) -> (Result<Report, DownloadError>, Duration) {
+        self.run_live(None, &Options::default())
+    }
+
+    fn run_live(
+        &self,
+        swarm: Option<SwarmReceiver>,
+        base: &Options,
+    ) -> (Result<Report, DownloadError>, Duration) {
         let chunks = ChunkStore::create(self.dir.path().join("charlie")).unwrap();
         let store = HashDirStore::new(chunks, &self.plan.digests).unwrap();
         let opts = Options {
             reconnect_backoff: Duration::from_millis(10),
             verifiers: 2,
-            ..Options::default()
+            ..base.clone()
         };
         let hook = Hook(self.shared.clone());
         let start = Instant::now();
@@ -281,7 +290,7 @@ impl Setup {
             &ProgressBar::hidden(),
             Extras {
                 on_verified: Some(&hook),
-                swarm: None,
+                swarm,
             },
         );
         (r, start.elapsed())
@@ -531,4 +540,75 @@ fn only_the_first_verified_copy_is_written_and_reported() {
     assert!(!store.contains(&hash), "the losing copy was written");
     assert_eq!(s.shared.state.lock().unwrap().verified[&hash], 1);
     assert_eq!(pool.iter().count(), 2, "both buffers went back to the pool");
+}
+
+/// The live swarm: a piece nobody has waits (rather than failing) until a peer that has
+/// it joins; a mask update gives a peer more pieces; a peer that leaves is asked nothing
+/// more; closing the swarm fails what nobody has.
+#[test]
+fn a_live_swarm_waits_for_peers_that_join_and_learn_more() {
+    let mut s = setup(
+        3,
+        &[&[0], &[], &[]],
+        &[("first", OK, &[]), ("joiner", OK, &[]), ("never", OK, &[])],
+    );
+    let later = s.plan.peers.split_off(1);
+    s.plan.peers[0].has = Some(Bitfield::from_bools([true, false, false]));
+    let (tx, rx) = swarm::channel();
+    let (joiner, never) = (later[0].info.clone(), later[1].info.clone());
+    let (r, _) = thread::scope(|sc| {
+        sc.spawn(|| {
+            // After the first peer's piece, the joiner comes with piece 1, then learns 2.
+            thread::sleep(Duration::from_millis(300));
+            let mut has = Bitfield::new(3);
+            has.set(1);
+            tx.send(SwarmEvent::Join(PeerSpec {
+                info: joiner.clone(),
+                has: Some(has.clone()),
+            }))
+            .unwrap();
+            thread::sleep(Duration::from_millis(300));
+            has.set(2);
+            tx.send(SwarmEvent::Has {
+                addr: joiner.addr,
+                has,
+            })
+            .unwrap();
+            tx.send(SwarmEvent::Leave(never.addr)).unwrap();
+        });
+        s.run_live(Some(rx), &Options::default())
+    });
+    let report = r.unwrap();
+    assert_eq!(report.peers.len(), 2, "{report:?}");
+    assert_eq!(report.peers[0].chunks, 1);
+    assert_eq!(report.peers[1].chunks, 2);
+    s.assert_each_verified_once();
+
+    // Closing the swarm with a piece nobody has ends the download with that piece missing.
+    let mut s = setup(2, &[&[0], &[]], &[("only", OK, &[])]);
+    s.plan.peers[0].has = Some(Bitfield::from_bools([true, false]));
+    let (tx, rx) = swarm::channel();
+    let (r, took) = thread::scope(|sc| {
+        sc.spawn(move || {
+            thread::sleep(Duration::from_millis(300));
+            drop(tx);
+        });
+        s.run_live(Some(rx), &Options::default())
+    });
+    assert!(took < PROMPT);
+    match r {
+        Err(DownloadError::Incomplete { missing, .. }) => assert_eq!(missing, vec![1]),
+        other => panic!("{other:?}"),
+    }
+
+    // A stall timeout gives up on its own.
+    let s = setup(1, &[&[]], &[("none", OK, &[])]);
+    let (_tx, rx) = swarm::channel();
+    let opts = Options {
+        stall_timeout: Some(Duration::from_millis(600)),
+        ..Options::default()
+    };
+    let (r, took) = s.run_live(Some(rx), &opts);
+    assert!(matches!(r, Err(DownloadError::Incomplete { .. })), "{r:?}");
+    assert!(took < PROMPT);
 }
