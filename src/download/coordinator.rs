@@ -1,31 +1,26 @@
 //! The coordinator: the one owner of the schedule. It runs on the caller's thread, reads
 //! every event (workers, verifiers, the live swarm) from channels, and is the only writer
 //! of which piece is pending, in flight, done or failed and which peers are alive, so no
-//! locks are needed. Workers and verifiers are in [`super::worker`].
+//! locks are needed. It owns no thread and no socket: the run loop ([`super::run`])
+//! feeds it events and starts the workers it asks for ([`Coordinator::take_starts`]).
 
 use std::collections::{HashMap, VecDeque};
-use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, select, unbounded};
+use crossbeam_channel::Sender;
 use indicatif::ProgressBar;
 
 use crate::bitfield::Bitfield;
 use crate::digest::Digest;
 
+use super::msg::{Assignment, Event, Failure, PieceId};
+use super::options::{MAX_FETCHES_PER_PIECE, Options};
 use super::plan::{MAX_PEERS, PeerId, PeerInfo, Plan};
 use super::report::{DownloadError, PeerFate, PeerReport, Report, Why, fold};
 use super::source::{AbortHandle, FetchCause, PieceRequest};
-use super::swarm::{SwarmEvent, SwarmReceiver};
-use super::worker::{VerifyJob, verifier, worker};
-use super::{Ctx, MAX_FETCHES_PER_PIECE};
-
-/// One distinct piece content: several positions may share a digest (zero-filled
-/// regions), and each content is fetched once and written at every position.
-pub(super) type PieceId = usize;
+use super::swarm::SwarmEvent;
 
 /// Most peers a download ever keeps a record of (live or dropped): a churning swarm may
 /// name endless addresses, and each record costs a have-bitfield. Joins beyond it are
@@ -55,46 +50,6 @@ pub(super) enum PieceState {
     InFlight,
     Done,
     Failed,
-}
-
-/// Why one fetch failed, as the worker tells it.
-pub(super) enum Failure {
-    /// The peer does not have the piece.
-    NotFound,
-    /// The peer answered an error; as the protocol names it.
-    Answered(String),
-    /// The copy did not hash to the digest.
-    BadDigest,
-    /// The connection broke; the cause, what more the error says, and its whole text.
-    Broken(FetchCause, Option<String>, String),
-}
-
-/// Messages from workers and verifiers to the coordinator.
-pub(super) enum Event {
-    /// The peer's worker is ready for a piece.
-    Idle(PeerId),
-    /// The peer's worker has a new connection, abortable with this handle if any, and
-    /// the pieces the peer announced on it, if it did.
-    Connected(PeerId, Option<Box<dyn AbortHandle>>, Option<Bitfield>),
-    /// The peer announced more pieces (positions).
-    Has(PeerId, Vec<usize>),
-    /// A piece verified and is stored; its bytes.
-    Verified(PieceId, PeerId, u64),
-    /// A copy of a piece verified, but another copy had won: it was dropped, unwritten.
-    Duplicate(PieceId, PeerId),
-    /// A fetch of the piece from the peer failed.
-    Failed(PieceId, PeerId, Failure),
-    /// The peer's worker gave up on the peer.
-    PeerDead(PeerId, PeerFate),
-    /// The peer's worker thread has ended (sent last, whatever the reason).
-    Exited(PeerId),
-    /// Writing a verified piece (this position) failed: fatal.
-    StoreFailed(usize, io::Error),
-}
-
-/// Coordinator → worker.
-pub(super) enum Assignment {
-    Fetch(PieceId, PieceRequest),
 }
 
 struct PeerState {
@@ -181,7 +136,7 @@ fn group_pieces(plan: &Plan) -> (Vec<Piece>, Vec<PieceId>) {
 
 impl Coordinator {
     /// The schedule of `plan` with `have` (positions) already verified on disk.
-    pub(super) fn new(plan: &Plan, have: &Bitfield, live: bool, opts: &super::Options) -> Self {
+    pub(super) fn new(plan: &Plan, have: &Bitfield, live: bool, opts: &Options) -> Self {
         let (pieces, piece_of) = group_pieces(plan);
         let mut c = Coordinator {
             pieces,
@@ -224,6 +179,16 @@ impl Coordinator {
             c.fail_unreachable();
         }
         c
+    }
+
+    /// Peers known (live or dropped).
+    pub(super) fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Peers whose worker is running.
+    pub(super) fn running(&self) -> usize {
+        self.peers.iter().filter(|p| p.started).count()
     }
 
     /// Each piece's positions, by piece id.
@@ -431,7 +396,7 @@ impl Coordinator {
 
     /// Rarest first: pieces few peers have go before shared ones, so that the shared ones
     /// are left to whichever peer is free and every peer stays busy to the end. Ties in
-    /// file order, or shuffled by [`super::Options::tie_seed`] so that peers of a swarm
+    /// file order, or shuffled by [`Options::tie_seed`] so that peers of a swarm
     /// do not all want the same piece.
     fn enqueue(&mut self, p: PeerId, mut wanted: Vec<PieceId>, first: bool) {
         self.sort_rarest_first(&mut wanted);
@@ -843,115 +808,5 @@ impl Coordinator {
             failures,
             report: Box::new(report),
         })
-    }
-}
-
-/// The channels every worker is started with.
-struct Pipes {
-    events: Sender<Event>,
-    verify: Sender<VerifyJob>,
-    pool: Receiver<Vec<u8>>,
-    pool_back: Sender<Vec<u8>>,
-    /// Buffers made so far: enough for every worker running at once.
-    buffers: usize,
-}
-
-/// How often the run loop wakes with no event, to check the stall timeout.
-const TICK: Duration = Duration::from_millis(500);
-
-/// Runs the download to its end: starts verifiers and workers (more as peers join) and
-/// handles every event.
-pub(super) fn run<'s, 'e: 's>(
-    coord: &mut Coordinator,
-    s: &'s thread::Scope<'s, 'e>,
-    ctx: &'e Ctx<'e>,
-    swarm: Option<SwarmReceiver>,
-    progress: &ProgressBar,
-) -> Result<Report, DownloadError> {
-    let opts = ctx.opts;
-    let (events_tx, events) = unbounded::<Event>();
-    // Unbounded because it grows as workers start; it never holds more than the
-    // buffers made, which [`Pipes::buffers`] bounds by the workers running.
-    let (pool_back, pool) = unbounded::<Vec<u8>>();
-    let per_peer = opts.buffers_per_peer.max(1);
-    let (verify, verify_rx) = crossbeam_channel::bounded::<VerifyJob>(MAX_PEERS * per_peer);
-    let mut pipes = Pipes {
-        events: events_tx,
-        verify,
-        pool,
-        pool_back,
-        buffers: 0,
-    };
-    if !coord.over() || swarm.is_some() {
-        let n = if swarm.is_some() {
-            opts.verifiers.max(1)
-        } else {
-            opts.verifiers.clamp(1, coord.peers.len().max(1))
-        };
-        for _ in 0..n {
-            let (rx, ev, back) = (
-                verify_rx.clone(),
-                pipes.events.clone(),
-                pipes.pool_back.clone(),
-            );
-            s.spawn(move || verifier(ctx, rx, ev, back));
-        }
-    }
-    drop(verify_rx);
-    let mut swarm = swarm;
-    let never = crossbeam_channel::never();
-    let start_workers = |coord: &mut Coordinator, pipes: &mut Pipes| {
-        for (id, info) in coord.take_starts() {
-            let running = coord.peers.iter().filter(|p| p.started).count();
-            while pipes.buffers < running * per_peer {
-                let _ = pipes.pool_back.send(Vec::new());
-                pipes.buffers += 1;
-            }
-            let (tx, rx) = unbounded::<Assignment>();
-            coord.started(id, tx);
-            let (ev, vtx) = (pipes.events.clone(), pipes.verify.clone());
-            let (pool, back) = (pipes.pool.clone(), pipes.pool_back.clone());
-            s.spawn(move || worker(id, info, ctx, rx, ev, pool, back, vtx));
-        }
-    };
-    let result = loop {
-        if coord.over() {
-            break Ok(());
-        }
-        start_workers(coord, &mut pipes);
-        let swarm_rx = swarm.as_ref().unwrap_or(&never);
-        select! {
-            recv(events) -> ev => {
-                let Ok(ev) = ev else { break Ok(()) }; // every worker and verifier is gone
-                if let Err(e) = coord.handle(ev, progress) {
-                    break Err(e);
-                }
-            }
-            recv(swarm_rx) -> ev => match ev {
-                Ok(ev) => coord.swarm_event(ev),
-                Err(_) => {
-                    swarm = None;
-                    coord.swarm_closed();
-                }
-            },
-            default(TICK) => {}
-        }
-        if coord.stalled(opts.stall_timeout) {
-            log::warn!(
-                "nothing received for {} s: giving up",
-                opts.stall_timeout.unwrap_or_default().as_secs()
-            );
-            coord.give_up();
-        }
-    };
-    coord.finish(ctx.finished);
-    match result {
-        Err(DownloadError::Store { index, source, .. }) => Err(DownloadError::Store {
-            index,
-            location: ctx.store.location(),
-            source,
-        }),
-        Err(e) => Err(e),
-        Ok(()) => coord.outcome(),
     }
 }

@@ -3,8 +3,8 @@
 //! end. Fakes wait on conditions rather than sleeps, so outcomes do not depend on
 //! timing (one test adds a pause, only to make the path it covers likely); a fake
 //! never waits longer than [`CAP`], so a fake alone cannot hang a test.
-use super::coordinator::Event;
-use super::worker::{VerifyJob, verifier};
+use super::msg::{Ctx, Event, PieceIndexes, VerifyJob};
+use super::worker::verifier;
 use super::*;
 use crate::bitfield::Bitfield;
 use crate::digest::Digest;
@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 /// Longest any fake waits: far above every bound the tests assert.
 const CAP: Duration = Duration::from_secs(60);

@@ -9,19 +9,10 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::digest::Digest;
 
-use super::Ctx;
-use super::coordinator::{Assignment, Event, Failure, PieceId};
+use super::msg::{Assignment, Ctx, Event, Failure, VerifyJob};
 use super::plan::{PeerId, PeerInfo};
 use super::report::{PeerFate, detail};
 use super::source::{FetchError, PieceSource};
-
-/// A fetched piece on its way to a verifier.
-pub(super) struct VerifyJob {
-    pub(super) piece: PieceId,
-    pub(super) peer: PeerId,
-    pub(super) digest: Digest,
-    pub(super) buf: Vec<u8>,
-}
 
 /// How long an idle worker waits for an assignment before it lets its connection read
 /// what the peer sent meanwhile ([`PieceSource::idle`]): short enough that a BitTorrent
