@@ -5,27 +5,29 @@
 //! is the membership), [`super::upload`] (the listener other clients fetch from),
 //! [`super::fetch`] (one chunk from one holder) and the shared storage
 //! ([`FilesStore`]: verified chunks written at their offsets as they arrive, and the
-//! recheck at start). The download loop, [`download_missing`], is a deliberately simple
-//! placeholder (one holder at a time) until the shared engine drives bvTorrent; it keeps
-//! the session, fetch and store calls apart so that the engine can take it over whole.
+//! recheck at start). The download itself is the shared engine's ([`crate::download`]):
+//! the client gives it a plan (the descriptor's SHA-224 digests and layout), a
+//! [`BvConnector`] (one new connection per chunk), a live swarm fed from the client list
+//! ([`feed_swarm`]), and a hook that announces each verified chunk with `UPDATE_MASK`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use indicatif::ProgressBar;
-
-use super::codec::{self, CodecError, Descriptor};
+use super::codec::{CodecError, Descriptor};
 use super::fetch::Fetcher;
-use super::session::{Holder, SessionError, TrackerSession};
+use super::session::{SessionError, TrackerSession};
 use super::upload::{UploadService, Uploader};
 use crate::bitfield::Bitfield;
-use crate::digest::Digest;
-use crate::download::FetchError;
+use crate::download::swarm::{self, SwarmSender};
+use crate::download::{
+    Connected, Connector, DownloadError, Extras, FetchError, Options, PeerInfo, PeerSpec,
+    PieceRequest, PieceSource, Plan, Report, SwarmEvent, Verified, download_with,
+};
 use crate::storage::PieceStore;
 use crate::storage::files::{FilesError, FilesStore};
 
@@ -33,31 +35,20 @@ use crate::storage::files::{FilesError, FilesStore};
 /// clients and their new chunks only reach us through it; every 2 s keeps a joining
 /// leecher's chunks usable within seconds, at the cost of one 12-byte command and one
 /// list (clients × (chunks + ~25) bytes: 1.4 KB for 5 clients of a 256-chunk file) per
-/// interval. When no listed holder is usable the list is asked again after
-/// [`NO_HOLDER_WAIT`] instead. A complete client (a seed) never asks: it downloads nothing.
+/// interval. A complete client (a seed) never asks: it downloads nothing.
 pub const LIST_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Wait before asking the list again when no holder of any missing chunk is usable (all
-/// avoided, or nobody has what we miss yet): short enough to pick up a new holder at
-/// once, long enough not to hammer the tracker.
-pub const NO_HOLDER_WAIT: Duration = Duration::from_millis(500);
-
-/// A holder whose fetch failed (refused, closed early, timed out) is not asked for
-/// anything for this long: it may be restarting or overloaded, and other holders may have
-/// the chunk. Long enough to try the others first, short enough to come back to it when it
-/// is the only holder.
+/// A holder the engine dropped (its connection failed twice in a row, or it sent a chunk
+/// with the wrong digest) is not asked for anything for this long: it may be restarting
+/// or overloaded, and other holders may have the chunk. Long enough to try the others
+/// first, short enough to come back to it when it is the only holder.
 pub const FAILED_BACKOFF: Duration = Duration::from_secs(5);
 
-/// A holder that sent a chunk with the wrong digest is not asked for anything for this
-/// long: one wrong chunk may be a corrupt disk, but its other chunks are suspect too. It
-/// is forgiven after a minute in case it is the only holder left.
-pub const LIAR_BACKOFF: Duration = Duration::from_secs(60);
-
-/// Connections to other clients at once, while downloading (design decision): one, in
-/// this placeholder loop, which fetches one chunk from one holder at a time. The shared
-/// engine replaces it with one stop-and-wait worker per holder (each with one connection
-/// open at a time, the spec's new connection per chunk).
-pub const MAX_DOWNLOADS: usize = 1;
+/// Connections to other clients at once, while downloading (design decision): one per
+/// holder, each opened for one chunk and closed after it (the spec's rule), so at most
+/// the engine's [`MAX_PEERS`](crate::download::plan::MAX_PEERS) at once: a holder serves
+/// one chunk to us at a time, and every holder is kept busy.
+pub const MAX_DOWNLOADS: usize = crate::download::plan::MAX_PEERS;
 
 /// When leaving, in-flight uploads get this long to finish after `DISCONNECT!` (which
 /// stops new requesters from finding us): a 1 MiB chunk takes milliseconds on a LAN, and
@@ -115,16 +106,9 @@ pub enum ClientError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// A verified chunk cannot be written.
-    #[error("cannot write chunk {chunk} to {path}: {source}")]
-    Write {
-        /// The chunk.
-        chunk: usize,
-        /// The file.
-        path: String,
-        /// The I/O error.
-        source: std::io::Error,
-    },
+    /// The download failed (a chunk cannot be written, the tracker went away).
+    #[error(transparent)]
+    Download(#[from] DownloadError),
 }
 
 /// What one run did.
@@ -232,26 +216,25 @@ pub fn run(cfg: &ClientConfig, stop: &AtomicBool) -> Result<Summary, ClientError
         desc.chunks.len()
     );
 
-    let mut stats = LoopStats::default();
+    let mut downloaded = (0, 0u64);
+    let mut rejected = 0;
     if !have.is_full() {
-        let progress = crate::cli::byte_progress(desc.total_len(), &name);
-        progress.set_position(have.ones().map(|i| desc.chunks[i].size).sum());
-        let res = download_missing(
-            &session,
-            &Fetcher::default(),
-            store.as_ref(),
-            &path,
-            &desc,
-            &mut have,
-            stop,
-            &progress,
-            &mut stats,
-        );
-        progress.finish_and_clear();
-        if let Err(e) = res {
-            let _ = session.disconnect();
-            return Err(e);
+        match download_missing(&session, &store, &desc, &have, stop) {
+            Ok(report) => {
+                downloaded = (report.peers.iter().map(|p| p.chunks).sum(), report.bytes);
+                rejected = report.rejected;
+                log::info!("{}", report.summary(&name));
+            }
+            Err(DownloadError::Incomplete { report, .. }) if stop.load(Ordering::SeqCst) => {
+                downloaded = (report.peers.iter().map(|p| p.chunks).sum(), report.bytes);
+                rejected = report.rejected;
+            }
+            Err(e) => {
+                let _ = session.disconnect();
+                return Err(ClientError::Download(e));
+            }
         }
+        have = Bitfield::from_bools((0..desc.chunks.len()).map(|i| store.has(i)));
     }
     if have.is_full() {
         log::info!("{name} complete");
@@ -270,194 +253,172 @@ pub fn run(cfg: &ClientConfig, stop: &AtomicBool) -> Result<Summary, ClientError
         total_bytes: desc.total_len(),
         chunks: desc.chunks.len(),
         resumed,
-        downloaded: stats.chunks,
-        downloaded_bytes: stats.bytes,
-        rejected: stats.rejected,
+        downloaded: downloaded.0,
+        downloaded_bytes: downloaded.1,
+        rejected,
         uploaded: uploader.service().chunks_uploaded(),
         complete: have.is_full(),
         port,
     })
 }
 
-/// What [`download_missing`] did.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct LoopStats {
-    /// Chunks verified and stored.
-    pub chunks: usize,
-    /// Their bytes.
-    pub bytes: u64,
-    /// Chunks that came with a wrong digest.
-    pub rejected: usize,
+/// Opens bvTorrent "connections": a holder is asked over a new TCP connection per chunk
+/// (the spec's rule), so connecting does nothing and each fetch dials.
+pub struct BvConnector {
+    /// The deadlines of every fetch.
+    pub fetcher: Fetcher,
 }
 
-/// Which holders not to ask, until when.
-#[derive(Default)]
-struct Avoid(HashMap<SocketAddr, Instant>);
+struct BvSource {
+    addr: SocketAddr,
+    fetcher: Fetcher,
+}
 
-impl Avoid {
-    fn until(&mut self, addr: SocketAddr, d: Duration) {
-        self.0.insert(addr, Instant::now() + d);
-    }
-    fn ok(&self, addr: &SocketAddr, now: Instant) -> bool {
-        self.0.get(addr).is_none_or(|&t| t <= now)
+impl Connector for BvConnector {
+    fn connect(&self, peer: &PeerInfo) -> Result<Connected, FetchError> {
+        Ok(Connected::new(Box::new(BvSource {
+            addr: peer.addr,
+            fetcher: self.fetcher,
+        })))
     }
 }
 
-/// The placeholder download loop (to be replaced by the shared engine): until `have` is
-/// full or `stop` is set, pick the rarest missing chunk among the listed masks (random
-/// among equals) and a random usable holder of it, fetch it, verify it, store it, and
-/// announce it. Exactly three kinds of calls, kept apart for the engine to take over:
-/// the **session** (`client_list` on a schedule and when out of holders, `update_mask`
-/// after each chunk), the **fetch** (one chunk from one holder), and the **store**
-/// (`write_piece` of a verified chunk at its offset).
-#[allow(clippy::too_many_arguments)]
-pub fn download_missing(
-    session: &TrackerSession,
-    fetcher: &Fetcher,
-    store: &dyn PieceStore,
-    path: &str,
-    desc: &Descriptor,
-    have: &mut Bitfield,
-    stop: &AtomicBool,
-    progress: &ProgressBar,
-    stats: &mut LoopStats,
-) -> Result<(), ClientError> {
-    let mut holders: Vec<Holder> = Vec::new();
-    let mut next_list = Instant::now();
-    let mut avoid = Avoid::default();
-    let mut buf = Vec::new();
-    while !have.is_full() && !stop.load(Ordering::SeqCst) {
-        // Session: the list, on a schedule.
-        if Instant::now() >= next_list {
-            holders = session.client_list()?;
-            next_list = Instant::now() + LIST_INTERVAL;
-            log::debug!("{} holders listed", holders.len());
-        }
-        let Some((i, addr)) = pick(&holders, have, &avoid) else {
-            // Out of holders: ask again soon.
-            thread::sleep(NO_HOLDER_WAIT);
-            next_list = Instant::now();
-            continue;
-        };
-        // Fetch: one chunk from one holder, then verify.
-        let chunk = desc.chunks[i];
-        match fetcher.fetch_chunk(addr, i, chunk.size, &mut buf) {
-            Ok(()) if Digest::of(codec::ALGO, &buf) == chunk.digest => {}
-            Ok(()) => {
-                log::warn!("chunk {i} from {addr}: wrong digest; avoiding that holder");
-                stats.rejected += 1;
-                avoid.until(addr, LIAR_BACKOFF);
-                continue;
-            }
-            Err(e) => {
-                log_fetch_failure(i, addr, &e);
-                avoid.until(addr, FAILED_BACKOFF);
-                continue;
-            }
-        }
-        // Store: the verified chunk at its offset, at once.
-        store
-            .write_piece(i, &buf)
-            .map_err(|source| ClientError::Write {
-                chunk: i,
-                path: path.to_string(),
-                source,
-            })?;
-        have.set(i);
-        stats.chunks += 1;
-        stats.bytes += chunk.size;
-        progress.inc(chunk.size);
-        log::debug!("chunk {i} from {addr} ({}/{})", have.count(), have.len());
-        // Session: announce it (see UPDATE_EVERY_CHUNK).
-        if UPDATE_EVERY_CHUNK {
-            session.update_mask(have)?;
-        }
+impl PieceSource for BvSource {
+    fn fetch(&mut self, req: &PieceRequest, buf: &mut Vec<u8>) -> Result<(), FetchError> {
+        // A bvTorrent plan always has its layout (the descriptor gives every size).
+        let len = req.len.ok_or(FetchError::NotFound)?;
+        self.fetcher.fetch_chunk(self.addr, req.index, len, buf)
     }
-    Ok(())
 }
 
-fn log_fetch_failure(i: usize, addr: SocketAddr, e: &FetchError) {
-    log::info!("chunk {i} from {addr}: {e}; trying others");
+/// Announces every verified chunk to the tracker (see [`UPDATE_EVERY_CHUNK`]).
+struct Announce<'a> {
+    session: &'a TrackerSession,
+    have: Mutex<Bitfield>,
 }
 
-/// The rarest missing chunk that some usable holder has (random among equals), and a
-/// random usable holder of it. Rarity counts every listed holder, usable or not: that
-/// is what the swarm has.
-fn pick(holders: &[Holder], have: &Bitfield, avoid: &Avoid) -> Option<(usize, SocketAddr)> {
-    let now = Instant::now();
-    let mut best: Vec<usize> = Vec::new();
-    let mut best_n = usize::MAX;
-    for i in (0..have.len()).filter(|&i| !have.has(i)) {
-        let n = holders.iter().filter(|h| h.has.has(i)).count();
-        if n == 0 || n > best_n {
-            continue;
-        }
-        if !holders
-            .iter()
-            .any(|h| h.has.has(i) && avoid.ok(&h.addr, now))
-        {
-            continue;
-        }
-        if n < best_n {
-            best.clear();
-            best_n = n;
-        }
-        best.push(i);
-    }
-    let i = *choose(&best)?;
-    let usable: Vec<SocketAddr> = holders
-        .iter()
-        .filter(|h| h.has.has(i) && avoid.ok(&h.addr, now))
-        .map(|h| h.addr)
-        .collect();
-    choose(&usable).map(|&a| (i, a))
-}
-
-fn choose<T>(v: &[T]) -> Option<&T> {
-    if v.is_empty() {
-        return None;
-    }
-    v.get((crate::bt::announce::random_u64() % v.len() as u64) as usize)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn h(port: u16, mask: &str) -> Holder {
-        Holder {
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            has: Bitfield::from_bools(mask.bytes().map(|b| b == b'1')),
-        }
-    }
-
-    #[test]
-    fn picks_the_rarest_missing_chunk_from_a_usable_holder() {
-        let holders = [h(1, "1110"), h(2, "1100"), h(3, "0101")];
-        let mut have = Bitfield::new(4);
-        let mut avoid = Avoid::default();
-        // Chunk 2 and 3 are held once each; 0 and 1 more often.
-        for _ in 0..50 {
-            let (i, a) = pick(&holders, &have, &avoid).unwrap();
-            assert!(
-                (i == 2 && a.port() == 1) || (i == 3 && a.port() == 3),
-                "{i} {a}"
-            );
-        }
-        // Holder 3 avoided: chunk 3 has no usable holder, chunk 2 it is.
-        avoid.until(holders[2].addr, Duration::from_secs(60));
-        assert_eq!(pick(&holders, &have, &avoid).unwrap().0, 2);
-        have.set(2);
-        // Chunk 0 has two holders, chunk 1 three: 0, from holder 1 or 2.
-        let (i, a) = pick(&holders, &have, &avoid).unwrap();
-        assert!(i == 0 && a.port() != 3);
-        for i in 0..3 {
+impl Verified for Announce<'_> {
+    fn verified(&self, indexes: &[usize], _data: &[u8]) {
+        let mut have = self.have.lock().unwrap_or_else(|e| e.into_inner());
+        for &i in indexes {
             have.set(i);
         }
-        assert_eq!(
-            pick(&holders, &have, &avoid),
-            None,
-            "3 only from an avoided one"
-        );
+        if UPDATE_EVERY_CHUNK && let Err(e) = self.session.update_mask(&have) {
+            log::warn!("cannot update our mask with the tracker: {e}");
+        }
     }
+}
+
+/// Feeds the engine's live swarm from the client list, every [`LIST_INTERVAL`], until
+/// `done` or `stop` is set: every listed holder joins (the engine ignores those it
+/// knows, and lets dropped ones back after a while), a changed mask replaces the known
+/// one, and a holder no longer listed leaves. On `stop` every holder leaves, so the
+/// download ends at once with what it has.
+fn feed_swarm(session: &TrackerSession, swarm: SwarmSender, done: &AtomicBool, stop: &AtomicBool) {
+    let mut known: HashMap<SocketAddr, Bitfield> = HashMap::new();
+    let mut next = Instant::now();
+    while !done.load(Ordering::SeqCst) {
+        if stop.load(Ordering::SeqCst) {
+            for addr in known.keys() {
+                let _ = swarm.send(SwarmEvent::Leave(*addr));
+            }
+            return;
+        }
+        if Instant::now() < next {
+            thread::sleep(STOP_POLL);
+            continue;
+        }
+        next = Instant::now() + LIST_INTERVAL;
+        let holders = match session.client_list() {
+            Ok(h) => h,
+            Err(e) => {
+                log::warn!("cannot get the client list: {e}; leaving with what we have");
+                return; // dropping `swarm` ends the download
+            }
+        };
+        log::debug!("{} holders listed", holders.len());
+        let listed: std::collections::HashSet<SocketAddr> =
+            holders.iter().map(|h| h.addr).collect();
+        for addr in known.keys().filter(|a| !listed.contains(a)) {
+            let _ = swarm.send(SwarmEvent::Leave(*addr));
+        }
+        known.retain(|a, _| listed.contains(a));
+        for h in holders {
+            let changed = known.get(&h.addr).is_some_and(|m| *m != h.has);
+            let info = PeerInfo {
+                addr: h.addr,
+                label: h.addr.to_string(),
+            };
+            let _ = swarm.send(SwarmEvent::Join(PeerSpec {
+                info,
+                has: Some(h.has.clone()),
+            }));
+            if changed {
+                let _ = swarm.send(SwarmEvent::Has {
+                    addr: h.addr,
+                    has: h.has.clone(),
+                });
+            }
+            known.insert(h.addr, h.has);
+        }
+    }
+}
+
+/// Engine tuning for bvTorrent (design decisions): ties shuffled so that leechers of one
+/// swarm want different chunks and trade; a holder that sent one wrong chunk is dropped
+/// (the liar avoided), and any dropped holder (a liar, one that refused or died) may come
+/// back from the client list after [`FAILED_BACKOFF`], in case it is the only holder.
+fn engine_options() -> Options {
+    Options {
+        tie_seed: Options::random_seed(),
+        max_bad_chunks: 1,
+        rejoin_after: FAILED_BACKOFF,
+        ..Options::default()
+    }
+}
+
+/// Downloads what `have` lacks with the shared engine, the swarm fed from `session`'s
+/// client list. Returns the engine's report, or its error when `stop` cut it short or the
+/// tracker went away.
+fn download_missing(
+    session: &TrackerSession,
+    store: &FilesStore,
+    desc: &Descriptor,
+    have: &Bitfield,
+    stop: &AtomicBool,
+) -> Result<Report, DownloadError> {
+    let name = String::from_utf8_lossy(&desc.name).into_owned();
+    let layout = desc
+        .layout()
+        .map_err(|_| DownloadError::Plan(crate::download::PlanError::NoChunks))?;
+    let plan = Plan::new(name.clone(), desc.digests(), Some(layout))?;
+    let progress = crate::cli::count_progress(plan.len() as u64, &name);
+    let hook = Announce {
+        session,
+        have: Mutex::new(have.clone()),
+    };
+    let (tx, rx) = swarm::channel();
+    let done = AtomicBool::new(false);
+    let connector = BvConnector {
+        fetcher: Fetcher::default(),
+    };
+    let opts = engine_options();
+    let result = thread::scope(|s| {
+        s.spawn(|| feed_swarm(session, tx, &done, stop));
+        let r = download_with(
+            &plan,
+            store,
+            &connector,
+            &opts,
+            &progress,
+            Extras {
+                on_verified: Some(&hook),
+                swarm: Some(rx),
+            },
+        );
+        done.store(true, Ordering::SeqCst);
+        r
+    });
+    progress.finish_and_clear();
+    result
 }

@@ -100,6 +100,7 @@ pub(super) struct Coordinator {
     /// Whether the live swarm is still open: a piece nobody has then waits.
     live: bool,
     retries: usize,
+    rejected: usize,
     duplicates: usize,
     bytes: u64,
     max_bad: u32,
@@ -149,6 +150,7 @@ impl Coordinator {
             to_start: Vec::new(),
             live,
             retries: 0,
+            rejected: 0,
             duplicates: 0,
             bytes: 0,
             max_bad: opts.max_bad_chunks,
@@ -538,7 +540,10 @@ impl Coordinator {
             Failure::Answered(_) | Failure::BadDigest => {
                 let why = match failure {
                     Failure::Answered(a) => Why::Answered(a),
-                    _ => Why::BadDigest(self.pieces[id].digest.algo()),
+                    _ => {
+                        self.rejected += 1;
+                        Why::BadDigest(self.pieces[id].digest.algo())
+                    }
                 };
                 self.note(p, format!("{name}: {why}"));
                 self.set_why(id, p, why.clone());
@@ -772,6 +777,7 @@ impl Coordinator {
             peers: self.peers.iter().map(|p| p.report.clone()).collect(),
             resumed: 0,
             retries: self.retries,
+            rejected: self.rejected,
             endgame_duplicates: self.duplicates,
         };
         let failed: Vec<&Piece> = self

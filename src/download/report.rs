@@ -39,6 +39,8 @@ pub struct Report {
     pub resumed: usize,
     /// Fetches that had to be repeated (on the same or another peer).
     pub retries: usize,
+    /// Copies that did not hash to their digest (each fetched again elsewhere).
+    pub rejected: usize,
     /// Endgame duplicates: second fetches of a piece started while its first fetch was
     /// still running on another peer (see [`super::MAX_FETCHES_PER_PIECE`]). Whichever
     /// copy verifies first counts in `bytes` and in its peer's chunks; the other counts
