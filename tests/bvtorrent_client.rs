@@ -1,21 +1,23 @@
-//! bvtorrent-client as a real process, with our tracker and with the independent reference
-//! (tests/reference/bvtorrent.py): both directions, a swarm where leechers trade, faulty
-//! holders, the quirks of other clients, SIGKILL and restart, SIGINT.
+//! Our bvtorrent-client as a real process, against our tracker and the independent
+//! reference (tests/reference/bvtorrent.py): seeding to the reference client, downloading
+//! from a reference seed, the reference holder's faults, port-0 entries, and leaving on
+//! SIGINT. Files are compared byte for byte.
 mod common;
 
-use std::io::{BufReader, Write};
-use std::net::TcpStream;
+use std::fs::File;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Proc, bin, free_port, random_bytes, require_program};
-use swarmlet::bv::codec;
+use swarmlet::bitfield::Bitfield;
+use swarmlet::bv::session::{Holder, TrackerSession};
 
-/// Chunks of 64 KiB keep the files small and the chunk count real.
-const CHUNK: u64 = 64 * 1024;
-/// Hang guard for a whole download (they take well under a second here).
-const LIMIT: Duration = Duration::from_secs(90);
+/// Chunks of 64 KiB keep files small while giving every test many chunks.
+const CHUNK: u64 = 65_536;
+/// Hang guard for a whole download (not a speed assertion).
+const LIMIT: Duration = Duration::from_secs(120);
 
 fn reference() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/bvtorrent.py")
@@ -26,16 +28,16 @@ fn python() -> PathBuf {
 }
 
 #[derive(Clone, Copy, PartialEq)]
-enum Who {
+enum Tracker {
     Ours,
     Reference,
 }
 
 fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Proc {
     let child = cmd
-        .stdout(std::fs::File::create(log.with_extension("out")).unwrap())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .env("RUST_LOG", "info")
+        .stdout(File::create(log.with_extension("out")).unwrap())
+        .stderr(File::create(&log).unwrap())
+        .stdin(Stdio::null())
         .spawn()
         .unwrap();
     Proc {
@@ -45,339 +47,453 @@ fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Proc {
     }
 }
 
-fn stdout_of(p: &Proc) -> String {
-    std::fs::read_to_string(p.log.with_extension("out")).unwrap_or_default()
-}
-
-/// A tracker serving `file`, listening on 127.0.0.1.
-fn tracker(who: Who, file: &Path) -> (Proc, u16) {
+fn start_tracker(kind: Tracker, file: &Path, logs: &Path) -> (Proc, SocketAddr) {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let cmd = match who {
-        Who::Ours => {
+    let cmd = match kind {
+        Tracker::Ours => {
             let mut c = Command::new(bin("bvtorrent-tracker"));
-            c.args(["--listen", &listen, "--chunk-size", &CHUNK.to_string()]);
-            c.arg(file);
+            c.args(["--listen", &listen, "--chunk-size", &CHUNK.to_string()])
+                .arg(file);
             c
         }
-        Who::Reference => {
+        Tracker::Reference => {
             let mut c = Command::new(python());
-            c.arg(reference()).arg("tracker");
-            c.args(["--listen", &listen, "--chunk-size", &CHUNK.to_string()]);
-            c.arg(file);
+            c.arg(reference()).arg("tracker").arg(file).args([
+                "--listen",
+                &listen,
+                "--chunk-size",
+                &CHUNK.to_string(),
+            ]);
             c
         }
     };
-    let p = spawn(
-        "tracker",
-        cmd,
-        file.with_extension(format!("tracker{port}.log")),
-    );
+    let p = spawn("tracker", cmd, logs.join("tracker.log"));
     let end = Instant::now() + Duration::from_secs(30);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < end, "tracker never listened");
         std::thread::sleep(Duration::from_millis(20));
     }
-    (p, port)
+    (p, SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
-/// A client in `dir` joining the tracker at `port`.
-fn client(who: Who, dir: &Path, port: u16, extra: &[&str]) -> Proc {
-    std::fs::create_dir_all(dir).unwrap();
-    let tracker = format!("127.0.0.1:{port}");
-    let cmd = match who {
-        Who::Ours => {
-            let mut c = Command::new(bin("bvtorrent-client"));
-            c.args(["--dir", dir.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
-            c.args(extra).arg(&tracker);
-            c
+fn ours(label: &str, tracker: SocketAddr, dir: &Path, logs: &Path, done: bool) -> Proc {
+    let mut c = Command::new(bin("bvtorrent-client"));
+    c.arg("--dir")
+        .arg(dir)
+        .args(["--listen", "127.0.0.1:0"])
+        .arg(tracker.to_string())
+        .env("RUST_LOG", "debug");
+    if done {
+        c.arg("--exit-when-done");
+    }
+    spawn(label, c, logs.join(format!("{label}.log")))
+}
+
+fn theirs(label: &str, tracker: SocketAddr, dir: &Path, logs: &Path, extra: &[&str]) -> Proc {
+    let mut c = Command::new(python());
+    c.arg(reference())
+        .arg("client")
+        .arg(tracker.to_string())
+        .arg("--dir")
+        .arg(dir)
+        .args(["--listen", "127.0.0.1:0"])
+        .args(extra);
+    spawn(label, c, logs.join(format!("{label}.log")))
+}
+
+/// A member that only watches: registered with port 0 and an empty mask (so every list
+/// also carries a port-0 entry that clients must skip).
+struct Observer(TrackerSession);
+
+impl Observer {
+    fn join(tracker: SocketAddr) -> Self {
+        let (s, d) = TrackerSession::connect(tracker).unwrap();
+        s.register(0, &Bitfield::new(d.chunks.len())).unwrap();
+        Observer(s)
+    }
+    fn list(&self) -> Vec<Holder> {
+        self.0.client_list().unwrap()
+    }
+    /// Waits until `pred` holds of the list (hang guard only).
+    fn wait(&self, what: &str, pred: impl Fn(&[Holder]) -> bool) {
+        let end = Instant::now() + Duration::from_secs(60);
+        loop {
+            let l = self.list();
+            if pred(&l) {
+                return;
+            }
+            assert!(Instant::now() < end, "never: {what}: {l:?}");
+            std::thread::sleep(Duration::from_millis(50));
         }
-        Who::Reference => {
-            let mut c = Command::new(python());
-            c.arg(reference()).arg("client");
-            c.args(["--dir", dir.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
-            c.args(extra).arg(&tracker);
-            c
-        }
+    }
+    fn wait_seeds(&self, n: usize) {
+        self.wait(&format!("{n} seeds"), |l| {
+            l.iter().filter(|h| h.has.is_full()).count() >= n
+        });
+    }
+}
+
+fn wait_exit(p: &mut Proc) {
+    let st = p.wait_timeout(LIMIT);
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "{} exited {st:?}; log:\n{}",
+        p.name,
+        p.log_text()
+    );
+}
+
+struct Swarm {
+    dir: tempfile::TempDir,
+    data: Vec<u8>,
+    name: &'static str,
+}
+
+impl Swarm {
+    fn new(len: usize, seed: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let name = "swarm file é.bin";
+        let data = random_bytes(len, seed);
+        let s = Swarm { dir, data, name };
+        std::fs::create_dir_all(s.sub("tracker")).unwrap();
+        std::fs::write(s.sub("tracker").join(name), &s.data).unwrap();
+        s
+    }
+    fn sub(&self, d: &str) -> PathBuf {
+        let p = self.dir.path().join(d);
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+    fn seed_dir(&self, d: &str) -> PathBuf {
+        let p = self.sub(d);
+        std::fs::write(p.join(self.name), &self.data).unwrap();
+        p
+    }
+    fn file(&self) -> PathBuf {
+        self.sub("tracker").join(self.name)
+    }
+    fn logs(&self) -> PathBuf {
+        self.sub("logs")
+    }
+    fn assert_has(&self, d: &str) {
+        let got = std::fs::read(self.sub(d).join(self.name)).unwrap();
+        assert!(got == self.data, "{d}: file differs");
+    }
+}
+
+fn our_seed_to_reference_client(kind: Tracker) {
+    let s = Swarm::new(20 * CHUNK as usize + 999, 11);
+    let (_t, addr) = start_tracker(kind, &s.file(), &s.logs());
+    let obs = Observer::join(addr);
+    let _seed = ours("seed", addr, &s.seed_dir("seed"), &s.logs(), false);
+    obs.wait_seeds(1);
+    let mut leech = theirs(
+        "leech",
+        addr,
+        &s.sub("leech"),
+        &s.logs(),
+        &["--exit-when-done"],
+    );
+    wait_exit(&mut leech);
+    s.assert_has("leech");
+}
+
+#[test]
+fn our_seed_to_the_reference_client_with_our_tracker() {
+    our_seed_to_reference_client(Tracker::Ours);
+}
+
+#[test]
+fn our_seed_to_the_reference_client_with_the_reference_tracker() {
+    our_seed_to_reference_client(Tracker::Reference);
+}
+
+fn our_client_from_reference_seed(kind: Tracker) {
+    let s = Swarm::new(17 * CHUNK as usize + 5, 12);
+    let (_t, addr) = start_tracker(kind, &s.file(), &s.logs());
+    let obs = Observer::join(addr);
+    let _seed = theirs("seed", addr, &s.seed_dir("seed"), &s.logs(), &[]);
+    obs.wait_seeds(1);
+    let mut leech = ours("leech", addr, &s.sub("leech"), &s.logs(), true);
+    wait_exit(&mut leech);
+    s.assert_has("leech");
+    // It left: only the seed and the observer remain.
+    obs.wait("the leecher gone", |l| l.len() == 1);
+}
+
+#[test]
+fn our_client_downloads_from_a_reference_seed_with_our_tracker() {
+    our_client_from_reference_seed(Tracker::Ours);
+}
+
+#[test]
+fn our_client_downloads_from_a_reference_seed_with_the_reference_tracker() {
+    our_client_from_reference_seed(Tracker::Reference);
+}
+
+/// A reference holder with `fault`, and an honest one slowed down so that the faulty one
+/// is asked too: our client still finishes with the right bytes. Returns the faulty
+/// holder's address and our client's log.
+fn fault(fault: &str) -> (SocketAddr, String) {
+    let s = Swarm::new(12 * CHUNK as usize + 77, 13);
+    let (_t, addr) = start_tracker(Tracker::Ours, &s.file(), &s.logs());
+    let obs = Observer::join(addr);
+    let _bad = theirs(
+        "bad",
+        addr,
+        &s.seed_dir("bad"),
+        &s.logs(),
+        &["--fault", fault],
+    );
+    obs.wait_seeds(1);
+    let bad = obs.list()[0].addr;
+    let _good = theirs(
+        "good",
+        addr,
+        &s.seed_dir("good"),
+        &s.logs(),
+        &["--slow-upload", "2000000"],
+    );
+    obs.wait_seeds(2);
+    let mut leech = ours("leech", addr, &s.sub("leech"), &s.logs(), true);
+    wait_exit(&mut leech);
+    s.assert_has("leech");
+    (bad, leech.log_text())
+}
+
+#[test]
+fn a_holder_sending_wrong_chunks_is_avoided() {
+    let (bad, log) = fault("wrong");
+    // The engine logs each failure as `<holder>: chunk N: <why>`.
+    let lie = format!("{bad}: chunk ");
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&lie) && l.contains("does not match its SHA-224")),
+        "the liar was never asked:\n{log}"
+    );
+    assert!(
+        !log.contains(&format!("verified from {bad}")),
+        "a chunk from the liar was kept:\n{log}"
+    );
+}
+
+#[test]
+fn a_holder_sending_short_chunks_is_survived() {
+    let (bad, log) = fault("short");
+    let short = format!("{bad}: chunk ");
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&short) && l.contains("short read")),
+        "the short holder was never asked:\n{log}"
+    );
+}
+
+#[test]
+fn a_holder_that_never_closes_is_read_by_length() {
+    let (bad, log) = fault("noclose");
+    // Chunks from the holder that keeps its connections open were kept all the same.
+    assert!(
+        log.contains(&format!("verified from {bad}")),
+        "no chunk from the holder that never closes:\n{log}"
+    );
+}
+
+#[test]
+fn port_zero_entries_are_skipped() {
+    let s = Swarm::new(5 * CHUNK as usize, 14);
+    let (_t, addr) = start_tracker(Tracker::Ours, &s.file(), &s.logs());
+    // Two port-0 members claiming every chunk, before and after the seed.
+    let zero = |full: bool| {
+        let (z, d) = TrackerSession::connect(addr).unwrap();
+        let n = d.chunks.len();
+        let mask = if full {
+            Bitfield::full(n)
+        } else {
+            Bitfield::new(n)
+        };
+        z.register(0, &mask).unwrap();
+        z
     };
-    let log = dir.with_extension("log");
-    spawn(dir.file_name().unwrap().to_str().unwrap(), cmd, log)
+    let _z1 = zero(true);
+    let obs = Observer::join(addr);
+    let _seed = ours("seed", addr, &s.seed_dir("seed"), &s.logs(), false);
+    obs.wait_seeds(1);
+    let _z2 = zero(true);
+    let mut leech = ours("leech", addr, &s.sub("leech"), &s.logs(), true);
+    wait_exit(&mut leech);
+    s.assert_has("leech");
+    assert!(!leech.log_text().contains(":0:"), "{}", leech.log_text());
 }
 
-/// Waits for `p` to exit 0 and returns its stdout.
-fn finish(p: &mut Proc) -> String {
-    let status = p
-        .wait_timeout(LIMIT)
-        .unwrap_or_else(|| panic!("{} did not finish:\n{}", p.name, p.log_text()));
-    assert!(status.success(), "{}: {status}\n{}", p.name, p.log_text());
-    stdout_of(p)
+#[test]
+fn sigint_sends_disconnect_and_exits_zero() {
+    let s = Swarm::new(3 * CHUNK as usize, 15);
+    for kind in [Tracker::Ours, Tracker::Reference] {
+        let (_t, addr) = start_tracker(kind, &s.file(), &s.logs());
+        let obs = Observer::join(addr);
+        let mut seed = ours("seed", addr, &s.seed_dir("seed"), &s.logs(), false);
+        obs.wait_seeds(1);
+        // SAFETY: a signal to the child we started, by its pid.
+        assert_eq!(unsafe { libc::kill(seed.pid() as i32, libc::SIGINT) }, 0);
+        wait_exit(&mut seed);
+        obs.wait("the seed gone", |l| l.is_empty());
+        let out = std::fs::read_to_string(seed.log.with_extension("out")).unwrap();
+        assert!(out.starts_with("done "), "summary line: {out}");
+        if kind == Tracker::Reference {
+            let t = std::fs::read_to_string(s.logs().join("tracker.log")).unwrap();
+            assert!(
+                t.contains("disconnect 127.0.0.1:"),
+                "no DISCONNECT! seen:\n{t}"
+            );
+        }
+    }
 }
 
-/// `<uploaded>` of our client's summary line (`..., N uploaded`).
-fn uploaded(summary: &str) -> u64 {
-    let line = summary.lines().last().unwrap_or_default();
+#[test]
+fn the_session_skips_its_own_entry_and_port_zero() {
+    let s = Swarm::new(3 * CHUNK as usize, 16);
+    for kind in [Tracker::Ours, Tracker::Reference] {
+        let (_t, addr) = start_tracker(kind, &s.file(), &s.logs());
+        let _zero = Observer::join(addr);
+        let (a, d) = TrackerSession::connect(addr).unwrap();
+        let (b, _) = TrackerSession::connect(addr).unwrap();
+        let n = d.chunks.len();
+        a.register(7001, &Bitfield::full(n)).unwrap();
+        b.register(7002, &Bitfield::new(n)).unwrap();
+        let end = Instant::now() + Duration::from_secs(30);
+        let ports = |s: &TrackerSession| -> Vec<u16> {
+            s.client_list()
+                .unwrap()
+                .iter()
+                .map(|h| h.addr.port())
+                .collect()
+        };
+        while ports(&a) != [7002] || ports(&b) != [7001] {
+            assert!(Instant::now() < end, "{:?} {:?}", ports(&a), ports(&b));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut one = Bitfield::new(n);
+        one.set(1);
+        b.update_mask(&one).unwrap();
+        while a.client_list().unwrap()[0].has != one {
+            assert!(Instant::now() < end, "mask never updated");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        b.disconnect().unwrap();
+        assert!(b.client_list().is_err(), "ended");
+        while !ports(&a).is_empty() {
+            assert!(Instant::now() < end, "b never left");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Killed with SIGKILL mid-download, started again: it re-checks the partial file and
+/// fetches only what is missing (summary: already on disk + downloaded = all chunks).
+#[test]
+fn a_killed_download_resumes_without_refetching_verified_chunks() {
+    let s = Swarm::new(40 * CHUNK as usize, 17);
+    let (_t, addr) = start_tracker(Tracker::Ours, &s.file(), &s.logs());
+    let obs = Observer::join(addr);
+    // A slow seed: 40 chunks of 64 KiB at 1 MB/s take over 2 s, time to kill mid-way.
+    let _seed = theirs(
+        "seed",
+        addr,
+        &s.seed_dir("seed"),
+        &s.logs(),
+        &["--slow-upload", "1000000"],
+    );
+    obs.wait_seeds(1);
+    let mut first = ours("first", addr, &s.sub("leech"), &s.logs(), true);
+    obs.wait("some chunks downloaded", |l| {
+        l.iter().any(|h| !h.has.is_full() && h.has.count() >= 5)
+    });
+    first.kill();
+    let mut second = ours("second", addr, &s.sub("leech"), &s.logs(), true);
+    wait_exit(&mut second);
+    s.assert_has("leech");
+    let out = std::fs::read_to_string(second.log.with_extension("out")).unwrap();
+    // "done NAME: B bytes, 40 chunks (R already on disk, D downloaded, ...".
+    let nums = |key: &str| -> usize {
+        let before = out.split(key).next().unwrap();
+        before
+            .rsplit(['(', ' '])
+            .find(|w| !w.is_empty())
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (resumed, downloaded) = (nums(" already on disk"), nums(" downloaded"));
+    assert!(resumed >= 5, "{out}");
+    assert_eq!(resumed + downloaded, 40, "{out}");
+}
+
+/// `..., N uploaded`: the upload count of our client's summary line.
+fn uploaded(p: &Proc) -> u64 {
+    let out = std::fs::read_to_string(p.log.with_extension("out")).unwrap_or_default();
+    let line = out.lines().last().unwrap_or_default().to_string();
     line.rsplit(", ")
         .next()
         .and_then(|s| s.strip_suffix(" uploaded"))
         .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no upload count in {summary:?}"))
-}
-
-/// A file of `len` random bytes named `name` in a fresh seed directory.
-fn seed_file(root: &Path, name: &str, len: usize, seed: u64) -> (PathBuf, Vec<u8>) {
-    let dir = root.join("seed");
-    std::fs::create_dir_all(&dir).unwrap();
-    let data = random_bytes(len, seed);
-    std::fs::write(dir.join(name), &data).unwrap();
-    (dir.join(name), data)
-}
-
-fn assert_file(dir: &Path, name: &str, data: &[u8]) {
-    let got = std::fs::read(dir.join(name)).unwrap_or_default();
-    assert!(
-        got == data,
-        "{}/{name}: {} bytes, differs",
-        dir.display(),
-        got.len()
-    );
+        .unwrap_or_else(|| panic!("no upload count in {line:?}"))
 }
 
 #[test]
-fn ours_downloads_from_a_reference_seed_and_seeds_to_a_reference_client_with_either_tracker() {
-    for t in [Who::Ours, Who::Reference] {
-        let d = tempfile::tempdir().unwrap();
-        let (file, data) = seed_file(d.path(), "a file.bin", 20 * CHUNK as usize + 1234, 1);
-        let (_tr, port) = tracker(t, &file);
-        // Reference seed -> our client.
-        let _seed = client(Who::Reference, &d.path().join("seed"), port, &[]);
-        let mut ours = client(
-            Who::Ours,
-            &d.path().join("ours"),
-            port,
-            &["--exit-when-done"],
-        );
-        let out = finish(&mut ours);
-        assert!(out.starts_with("done a file.bin"), "{out}");
-        assert_file(&d.path().join("ours"), "a file.bin", &data);
-        // Our client, now complete, seeds to a reference client (the reference seed
-        // leaves first, so ours is the only holder).
-        drop(_seed);
-        let _ours_seed = client(Who::Ours, &d.path().join("ours"), port, &[]);
-        let mut theirs = client(
-            Who::Reference,
-            &d.path().join("theirs"),
-            port,
-            &["--exit-when-done"],
-        );
-        let out = finish(&mut theirs);
-        assert!(out.starts_with("done"), "{out}");
-        assert_file(&d.path().join("theirs"), "a file.bin", &data);
-    }
-}
-
-#[test]
-fn a_swarm_of_three_of_ours_and_one_reference_client_trade_chunks_from_a_slow_seed() {
-    let d = tempfile::tempdir().unwrap();
-    let (file, data) = seed_file(d.path(), "swarm.bin", 48 * CHUNK as usize, 2);
-    let (_tr, port) = tracker(Who::Ours, &file);
+fn three_of_ours_and_a_reference_client_trade_chunks_from_a_slow_seed() {
+    let s = Swarm::new(48 * CHUNK as usize, 15);
+    let (_t, addr) = start_tracker(Tracker::Ours, &s.file(), &s.logs());
+    let obs = Observer::join(addr);
     // The seed uploads at 1 MB/s: 3 MiB to each of 4 leechers would take 12 s from it
-    // alone, so the leechers must fetch most chunks from one another.
-    let _seed = client(
-        Who::Reference,
-        &d.path().join("seed"),
-        port,
+    // alone, so the leechers must fetch from one another.
+    let _seed = theirs(
+        "seed",
+        addr,
+        &s.seed_dir("seed"),
+        &s.logs(),
         &["--slow-upload", "1000000"],
     );
-    let mut ours: Vec<Proc> = (0..3)
+    obs.wait_seeds(1);
+    let mut leechers: Vec<Proc> = (0..3)
         .map(|i| {
-            client(
-                Who::Ours,
-                &d.path().join(format!("o{i}")),
-                port,
-                &["--exit-when-done"],
+            ours(
+                &format!("o{i}"),
+                addr,
+                &s.sub(&format!("o{i}")),
+                &s.logs(),
+                true,
             )
         })
         .collect();
-    let mut theirs = client(
-        Who::Reference,
-        &d.path().join("ref"),
-        port,
-        &["--exit-when-done"],
-    );
+    let mut reference = theirs("ref", addr, &s.sub("ref"), &s.logs(), &["--exit-when-done"]);
     let mut traded = 0;
-    for (i, p) in ours.iter_mut().enumerate() {
-        let out = finish(p);
-        traded += uploaded(&out);
-        assert_file(&d.path().join(format!("o{i}")), "swarm.bin", &data);
+    for (i, p) in leechers.iter_mut().enumerate() {
+        wait_exit(p);
+        traded += uploaded(p);
+        s.assert_has(&format!("o{i}"));
     }
-    finish(&mut theirs);
-    assert_file(&d.path().join("ref"), "swarm.bin", &data);
+    wait_exit(&mut reference);
+    s.assert_has("ref");
     assert!(traded > 0, "our leechers uploaded nothing to the others");
     eprintln!("our three leechers uploaded {traded} chunks to the swarm");
 }
 
 #[test]
-fn faulty_holders_are_survived_from_an_honest_one() {
-    for fault in ["wrong", "short", "noclose"] {
-        let d = tempfile::tempdir().unwrap();
-        let (file, data) = seed_file(d.path(), "f.bin", 12 * CHUNK as usize + 7, 3);
-        let (_tr, port) = tracker(Who::Ours, &file);
-        // The faulty holder is fast, the honest one slow: most first tries go to the liar.
-        let bad_dir = d.path().join("bad");
-        std::fs::create_dir_all(&bad_dir).unwrap();
-        std::fs::copy(&file, bad_dir.join("f.bin")).unwrap();
-        let _bad = client(Who::Reference, &bad_dir, port, &["--fault", fault]);
-        let _good = client(
-            Who::Reference,
-            &d.path().join("seed"),
-            port,
-            &["--slow-upload", "4000000"],
-        );
-        let mut ours = client(
-            Who::Ours,
-            &d.path().join("ours"),
-            port,
-            &["--exit-when-done"],
-        );
-        let out = finish(&mut ours);
-        assert!(out.starts_with("done"), "{fault}: {out}");
-        assert_file(&d.path().join("ours"), "f.bin", &data);
-        // Every holder gets a worker at once, so the liar is always asked, caught, and
-        // its chunk fetched again; a short chunk is a failed fetch; a holder that does
-        // not close is read to the chunk's size and is no fault at all.
-        let log = ours.log_text();
-        match fault {
-            "wrong" => assert!(!out.contains(" 0 rejected"), "{out}"),
-            "short" => assert!(log.contains("short read"), "{log}"),
-            _ => {}
-        }
-    }
-}
-
-/// Registers a fake client directly with the tracker (port and mask), holding the
-/// membership while the returned connection lives.
-fn fake_member(port: u16, listen_port: u16, mask: &str) -> BufReader<TcpStream> {
-    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut r = BufReader::new(s);
-    codec::Descriptor::read(&mut r).unwrap();
-    r.get_mut()
-        .write_all(format!("{listen_port},{mask}\n").as_bytes())
+fn a_listed_holder_nobody_listens_for_is_skipped() {
+    let s = Swarm::new(6 * CHUNK as usize, 16);
+    let (_t, addr) = start_tracker(Tracker::Ours, &s.file(), &s.logs());
+    let (dead, d) = TrackerSession::connect(addr).unwrap();
+    dead.register(free_port(), &Bitfield::full(d.chunks.len()))
         .unwrap();
-    r
-}
-
-#[test]
-fn port_zero_entries_and_dead_holders_are_skipped() {
-    let d = tempfile::tempdir().unwrap();
-    let (file, data) = seed_file(d.path(), "q.bin", 6 * CHUNK as usize, 4);
-    let (_tr, port) = tracker(Who::Ours, &file);
-    let all = "1".repeat(6);
-    // A client that registered before it listened, and one whose port nobody listens on.
-    let _zero = fake_member(port, 0, &all);
-    let _dead = fake_member(port, free_port(), &all);
-    let _seed = client(Who::Reference, &d.path().join("seed"), port, &[]);
-    let mut ours = client(
-        Who::Ours,
-        &d.path().join("ours"),
-        port,
-        &["--exit-when-done"],
-    );
-    finish(&mut ours);
-    assert_file(&d.path().join("ours"), "q.bin", &data);
-}
-
-/// Our client's mask as the tracker lists it (the entry with `port`), if listed.
-fn listed_mask(r: &mut BufReader<TcpStream>, n: usize, port: u16) -> Option<String> {
-    r.get_mut().write_all(b"CLIENT_LIST\n").unwrap();
-    codec::read_client_list(r, n)
-        .unwrap()
-        .into_iter()
-        .find(|e| e.port == port)
-        .map(|e| String::from_utf8(e.mask).unwrap())
-}
-
-/// The port our client registered (from its log).
-fn registered_port(p: &Proc) -> Option<u16> {
-    let log = p.log_text();
-    let at = log.find("registered port ")?;
-    log[at + "registered port ".len()..]
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
-#[test]
-fn sigkill_mid_download_then_restart_refetches_no_verified_chunk_and_sigint_leaves_cleanly() {
-    let d = tempfile::tempdir().unwrap();
-    let n = 40;
-    let (file, data) = seed_file(d.path(), "k.bin", n * CHUNK as usize, 5);
-    let (_tr, port) = tracker(Who::Ours, &file);
-    let _seed = client(
-        Who::Reference,
-        &d.path().join("seed"),
-        port,
-        &["--slow-upload", "2000000"],
-    );
-    // A member that only watches the list (port 0: nobody asks it for anything).
-    let mut watch = fake_member(port, 0, &"0".repeat(n));
-    let dir = d.path().join("ours");
-    let mut ours = client(Who::Ours, &dir, port, &["--exit-when-done"]);
-    // Kill it once the tracker lists some of its chunks (each is on disk before its mask
-    // update is sent) and before it has all of them.
-    let end = Instant::now() + LIMIT;
-    let announced = loop {
-        assert!(Instant::now() < end, "no progress:\n{}", ours.log_text());
-        if let Some(p) = registered_port(&ours)
-            && let Some(m) = listed_mask(&mut watch, n, p)
-        {
-            let k = m.bytes().filter(|&b| b == b'1').count();
-            if k >= 5 {
-                break k;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    ours.kill();
-    assert!(announced < n, "finished before the kill");
-    let mut again = client(Who::Ours, &dir, port, &["--exit-when-done"]);
-    let out = finish(&mut again);
-    assert_file(&dir, "k.bin", &data);
-    // "(R already on disk, D downloaded, ...)": every announced chunk was kept.
-    let resumed: usize = out
-        .split('(')
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("{out}"));
+    let obs = Observer::join(addr);
+    let _seed = theirs("seed", addr, &s.seed_dir("seed"), &s.logs(), &[]);
+    obs.wait_seeds(2);
+    let mut leech = ours("leech", addr, &s.sub("leech"), &s.logs(), true);
+    wait_exit(&mut leech);
+    s.assert_has("leech");
     assert!(
-        resumed >= announced,
-        "resumed {resumed} < announced {announced}: {out}"
+        leech.log_text().contains("refused the connection")
+            || leech.log_text().contains("Connection refused")
     );
-
-    // A seeding client leaves on SIGINT: exit 0, and the tracker no longer lists it.
-    let mut seeding = client(Who::Ours, &dir, port, &[]);
-    let end = Instant::now() + LIMIT;
-    let p = loop {
-        assert!(
-            Instant::now() < end,
-            "never registered:\n{}",
-            seeding.log_text()
-        );
-        if let Some(p) = registered_port(&seeding)
-            && listed_mask(&mut watch, n, p).is_some()
-        {
-            break p;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    // SAFETY: sending a signal to our own child by pid.
-    unsafe { libc::kill(seeding.pid() as i32, libc::SIGINT) };
-    finish(&mut seeding);
-    let end = Instant::now() + LIMIT;
-    while listed_mask(&mut watch, n, p).is_some() {
-        assert!(Instant::now() < end, "still listed after SIGINT");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }

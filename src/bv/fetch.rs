@@ -110,8 +110,8 @@ pub fn fetch_chunk(
     if len == 0 || len > MAX_CHUNK_SIZE {
         return Err(FetchError::Protocol(Box::new(BadRequest::Length(len))));
     }
-    let deadline = Instant::now() + t.connect + t.whole(len);
     let mut s = TcpStream::connect_timeout(&addr, t.connect)?;
+    let deadline = Instant::now() + t.whole(len);
     s.set_nodelay(true)?;
     s.set_write_timeout(Some(t.read))?;
     s.write_all(&codec::encode_chunk_request(index))?;

@@ -237,3 +237,58 @@ impl Uploader {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bv::fetch::fetch_chunk;
+    use crate::digest::{Digest, HashAlgo};
+    use crate::download::FetchError;
+    use crate::storage::files::FilesStore;
+
+    #[test]
+    fn serves_held_chunks_exactly_and_closes_on_anything_else() {
+        let d = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..250_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let layout = Layout::single("f", data.len() as u64, 100_000).unwrap();
+        let store = Arc::new(FilesStore::create(d.path(), layout.clone()).unwrap());
+        // Chunks 0 and 2 stored, chunk 1 not.
+        store.write_piece(0, &data[..100_000]).unwrap();
+        store.write_piece(2, &data[200_000..]).unwrap();
+        let up = Uploader::start(
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::new(UploadService::new(store, layout)),
+        )
+        .unwrap();
+        let addr = up.local_addr();
+        let t = FetchTimeouts::default();
+        let mut buf = Vec::new();
+        fetch_chunk(addr, 2, 50_000, &mut buf, &t).unwrap();
+        assert_eq!(
+            Digest::of(HashAlgo::Sha224, &buf),
+            Digest::of(HashAlgo::Sha224, &data[200_000..])
+        );
+        // Not held: closed without a byte.
+        let e = fetch_chunk(addr, 1, 100_000, &mut buf, &t).unwrap_err();
+        assert!(matches!(e, FetchError::ShortRead { got: 0, .. }), "{e}");
+        // Past the end, or not a number: closed too.
+        for bad in [&b"3\n"[..], b"x\n", b"1 1\n", &[b'1'; 100]] {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            s.write_all(bad).unwrap();
+            let mut rest = Vec::new();
+            let _ = s.read_to_end(&mut rest);
+            assert!(rest.is_empty(), "{bad:?}");
+        }
+        // The whole chunk, then the close (read to EOF, not by length).
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(b"0\n").unwrap();
+        let mut all = Vec::new();
+        s.read_to_end(&mut all).unwrap();
+        assert!(all == data[..100_000], "chunk 0 then EOF");
+        drop(s); // ends the uploader's wait for our close
+        assert!(up.wait_idle(Duration::from_secs(30)));
+        assert_eq!(up.service().chunks_uploaded(), 2);
+    }
+}
