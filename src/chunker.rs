@@ -453,32 +453,7 @@ pub enum MergeError {
     },
 }
 
-/// Chunk indexes for messages, consecutive runs shortened to ranges (`1, 4, 6-9`) so that
-/// even 65,535 missing chunks make a readable line.
-pub struct IndexList<'a>(pub &'a [usize]);
-
-impl fmt::Display for IndexList<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut i = 0;
-        let v = self.0;
-        while i < v.len() {
-            let mut j = i;
-            while j + 1 < v.len() && v[j + 1] == v[j] + 1 {
-                j += 1;
-            }
-            if i > 0 {
-                f.write_str(", ")?;
-            }
-            if j == i {
-                write!(f, "{}", v[i])?;
-            } else {
-                write!(f, "{}-{}", v[i], v[j])?;
-            }
-            i = j + 1;
-        }
-        Ok(())
-    }
-}
+pub use crate::download::report::IndexList;
 
 /// The size of each chunk in `hashes`, or the error listing **every** missing index (so
 /// a merge fails before writing anything, and says all that is wrong at once).

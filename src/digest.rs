@@ -3,13 +3,11 @@
 //!
 //! The course and BitTorrent name pieces by SHA-1 (20 bytes), bvTorrent by SHA-224 (28
 //! bytes). [`Digest`] keeps its bytes inline (no allocation per piece: a plan may hold
-//! 65,535 of them) and converts to and from the course's [`ChunkHash`].
+//! 65,535 of them). The course's `ChunkHash` converts to and from it (in `hash.rs`).
 
 use std::fmt;
 
 use sha1::Digest as _;
-
-use crate::hash::ChunkHash;
 
 /// A hash function that names pieces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -131,12 +129,6 @@ impl Digest {
     pub fn to_hex(&self) -> String {
         self.to_string()
     }
-
-    /// The course's name for this digest, if it is a SHA-1 one.
-    pub fn to_chunk_hash(&self) -> Option<ChunkHash> {
-        (self.algo == HashAlgo::Sha1)
-            .then(|| ChunkHash::from_bytes(self.bytes[..20].try_into().expect("20 bytes")))
-    }
 }
 
 fn hex_val(b: u8) -> Result<u8, DigestError> {
@@ -150,12 +142,6 @@ pub(crate) fn hex_digit(b: u8) -> Option<u8> {
         b'a'..=b'f' => Some(b - b'a' + 10),
         b'A'..=b'F' => Some(b - b'A' + 10),
         _ => None,
-    }
-}
-
-impl From<ChunkHash> for Digest {
-    fn from(h: ChunkHash) -> Self {
-        Digest::from_bytes(HashAlgo::Sha1, h.as_bytes()).expect("20 bytes")
     }
 }
 
@@ -245,13 +231,7 @@ mod tests {
     }
 
     #[test]
-    fn chunk_hash_conversion_and_incremental() {
-        let h = ChunkHash::of(b"data");
-        let d = Digest::from(h);
-        assert_eq!(d, Digest::of(HashAlgo::Sha1, b"data"));
-        assert_eq!(d.to_chunk_hash(), Some(h));
-        assert_eq!(d.to_hex(), h.to_hex());
-        assert_eq!(Digest::of(HashAlgo::Sha224, b"data").to_chunk_hash(), None);
+    fn incremental_equals_one_shot() {
         let mut inc = HashAlgo::Sha224.hasher();
         inc.update(b"da");
         inc.update(b"ta");

@@ -3,7 +3,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use sha1::{Digest, Sha1};
+use sha1::{Digest as _, Sha1};
+
+use crate::digest::{Digest, HashAlgo};
 
 /// The raw 20-byte SHA-1 of a chunk's content.
 ///
@@ -125,9 +127,33 @@ impl ChunkHasher {
     }
 }
 
+impl Digest {
+    /// The course's name for this digest, if it is a SHA-1 one.
+    pub fn to_chunk_hash(&self) -> Option<ChunkHash> {
+        let bytes: [u8; 20] = self.as_bytes().try_into().ok()?;
+        (self.algo() == HashAlgo::Sha1).then(|| ChunkHash::from_bytes(bytes))
+    }
+}
+
+impl From<ChunkHash> for Digest {
+    fn from(h: ChunkHash) -> Self {
+        Digest::from_bytes(HashAlgo::Sha1, h.as_bytes()).expect("20 bytes")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digest_conversion() {
+        let h = ChunkHash::of(b"data");
+        let d = Digest::from(h);
+        assert_eq!(d, Digest::of(HashAlgo::Sha1, b"data"));
+        assert_eq!(d.to_chunk_hash(), Some(h));
+        assert_eq!(d.to_hex(), h.to_hex());
+        assert_eq!(Digest::of(HashAlgo::Sha224, b"data").to_chunk_hash(), None);
+    }
 
     #[test]
     fn known_sha1() {

@@ -316,6 +316,11 @@ fn a_tracker_that_is_down_is_a_clear_error_after_bounded_retries() {
     let err = stderr(&out);
     let line = error_line(&err);
     assert!(line.contains("could not be downloaded"), "{line}");
-    assert!(line.contains("cannot connect"), "{line}");
+    // One cause per group of chunks, not one per chunk.
+    assert!(
+        line.contains("alice and bob refused the connection"),
+        "{line}"
+    );
+    assert_eq!(line.matches("refused").count(), 3, "{line}");
     assert!(took < Duration::from_secs(5), "{took:?}");
 }

@@ -173,6 +173,17 @@ fn libtorrent_and_transmission_accept_our_multi_file_torrent_and_every_piece_ver
             "transmission-show lacks {p}:\n{listing}"
         );
     }
+    libtorrent_verifies_every_piece(d, "t.torrent", &ih, 7);
+    // And a single-file torrent of ours.
+    std::fs::write(d.join("one.bin"), random_bytes(100_001, 99)).unwrap();
+    let ours = ok_stdout(&swarmlet(d, &["create", "one.bin", "-o", "one.torrent"]));
+    let ih = ours.lines().last().unwrap().to_string();
+    libtorrent_verifies_every_piece(d, "one.torrent", &ih, 1);
+}
+
+/// libtorrent loads `torrent` (in `d`, data beside it), has infohash `ih` and `files`
+/// files, and finds every piece of the data valid.
+fn libtorrent_verifies_every_piece(d: &Path, torrent: &str, ih: &str, files: usize) {
     let script = format!(
         r#"
 import libtorrent as lt, time
@@ -186,13 +197,13 @@ while time.time() < end and not h.status().is_seeding:
 st = h.status()
 print(ti.info_hash(), ti.num_files(), st.num_pieces, ti.num_pieces(), st.is_seeding)
 "#,
-        torrent = d.join("t.torrent").to_str().unwrap(),
+        torrent = d.join(torrent).to_str().unwrap(),
         save = d.to_str().unwrap(),
     );
     let out = python_libtorrent(&script);
     let f: Vec<&str> = out.split_whitespace().collect();
     assert_eq!(f[0], ih);
-    assert_eq!(f[1], "7");
+    assert_eq!(f[1], files.to_string());
     assert_eq!(
         f[2], f[3],
         "libtorrent verified {} of {} pieces",

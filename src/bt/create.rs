@@ -13,7 +13,6 @@ use anyhow::Context;
 use sha1::{Digest, Sha1};
 
 use super::bencode::Bencode;
-use super::cli::CreateArgs;
 use super::metainfo::{BLOCK, InfoHash};
 
 /// Pieces read ahead per core: two keeps every core busy while bounding memory.
@@ -67,6 +66,34 @@ fn walk(
         rel.pop();
     }
     Ok(())
+}
+
+/// `swarmlet create`: make a .torrent from a file or a directory.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CreateArgs {
+    /// The file or directory to share
+    pub path: PathBuf,
+    /// Where to write the .torrent (default: ./<name>.torrent)
+    #[arg(short = 'o', long = "output", value_name = "OUT")]
+    pub output: Option<PathBuf>,
+    /// Tracker announce URL; repeat for more tiers (the first is also `announce`)
+    #[arg(short = 't', long = "tracker", value_name = "URL")]
+    pub trackers: Vec<String>,
+    /// Piece length in bytes (a power of two, at least 16 KiB); default from the size
+    #[arg(long, value_name = "BYTES")]
+    pub piece_length: Option<u64>,
+    /// Mark the torrent private (BEP 27: no DHT, PEX or LSD)
+    #[arg(long)]
+    pub private: bool,
+    /// A free-text comment
+    #[arg(long, value_name = "TEXT")]
+    pub comment: Option<String>,
+    /// Leave out the creation date (and so make the file reproducible)
+    #[arg(long)]
+    pub no_date: bool,
+    /// Overwrite OUT if it exists
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Makes the torrent `args` describe and writes it.

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use super::assemble::{Assembler, Assembly};
+use super::client::chunk_hashes;
 use crate::chunker::merge_verified_chunks;
 use crate::cli::RootArg;
 use crate::config::{FileManifest, PeersConfig};
@@ -16,9 +18,9 @@ use crate::course::client::{
 use crate::course::discovery::{
     DEFAULT_BROADCAST, DEFAULT_TRIES, DEFAULT_WINDOW, DISCOVERY_PORT, DiscoveryConfig, discover,
 };
-use crate::download::assemble::{Assembler, Assembly};
-use crate::download::{self, Options, Plan};
+use crate::download::{self, Extras, Options, Plan};
 use crate::root::{Root, display_path};
+use crate::storage::hash_dir::HashDirStore;
 use crate::store::ChunkStore;
 
 /// The name of Charlie's chunk directory.
@@ -134,12 +136,12 @@ pub fn run(args: &CharlieArgs) -> anyhow::Result<()> {
     let plan = plan(args, &root)?;
     log::info!(
         "downloading {}: {} chunks from {} peers",
-        plan.filename,
-        plan.chunks.len(),
+        plan.name,
+        plan.len(),
         plan.peers.len()
     );
     for p in &plan.peers {
-        log::info!("peer {p}");
+        log::info!("peer {}", p.info);
     }
     if args.fresh {
         let dir = root.chunks_dir(CHARLIE);
@@ -153,26 +155,31 @@ pub fn run(args: &CharlieArgs) -> anyhow::Result<()> {
     let connector = CourseConnector {
         limits: args.limits(),
     };
-    let progress = crate::cli::count_progress(plan.chunks.len() as u64, "charlie");
+    let progress = crate::cli::count_progress(plan.len() as u64, "charlie");
     let opts = Options::default();
+    let hashes = chunk_hashes(&plan);
+    let pieces = HashDirStore::new(store.clone(), &plan.digests)?;
     // Unless told not to merge, the file is assembled while the chunks arrive.
-    let assembler = (!args.no_merge).then(|| Assembler::new(&store, plan.chunks.len()));
-    let hook = assembler.as_ref().map(|a| a as &dyn download::Verified);
-    let result = download::download_with(&plan, &store, &connector, &opts, &progress, hook);
+    let assembler = (!args.no_merge).then(|| Assembler::new(&store, plan.len()));
+    let extras = Extras {
+        on_verified: assembler.as_ref().map(|a| a as &dyn download::Verified),
+        swarm: None,
+    };
+    let result = download::download_with(&plan, &pieces, &connector, &opts, &progress, extras);
     progress.finish_and_clear();
     let report = result?;
     if let Some(assembler) = assembler {
-        let dest = store.dir().join(&plan.filename);
+        let dest = store.dir().join(&plan.name);
         let start = std::time::Instant::now();
         let cannot = || format!("cannot merge into {}", display_path(&dest));
-        let n = match assembler.finish(&plan.chunks, &dest).with_context(cannot)? {
+        let n = match assembler.finish(&hashes, &dest).with_context(cannot)? {
             Assembly::Done(n) => n,
             Assembly::Abandoned(why) => {
                 log::info!("merging the chunk files: the file could not be assembled: {why}");
                 // Every chunk of the plan was verified by this run (fetched ones in
                 // memory before being written, resumed ones re-read from disk at the
                 // start): no second hashing.
-                merge_verified_chunks(&store, &plan.chunks, &dest).with_context(cannot)?
+                merge_verified_chunks(&store, &hashes, &dest).with_context(cannot)?
             }
         };
         log::info!(
@@ -181,6 +188,6 @@ pub fn run(args: &CharlieArgs) -> anyhow::Result<()> {
             start.elapsed().as_secs_f64()
         );
     }
-    println!("{}", report.summary(&plan.filename));
+    println!("{}", report.summary(&plan.name));
     Ok(())
 }

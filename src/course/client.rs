@@ -9,8 +9,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::config::{FileManifest, PeersConfig};
+use crate::digest::Digest;
 use crate::download::plan::PeerTable;
-use crate::download::{AbortHandle, ChunkSource, Connector, FetchError, PeerInfo, Plan, PlanError};
+use crate::download::{
+    AbortHandle, Connected, Connector, FetchError, PeerInfo, PieceRequest, PieceSource, Plan,
+    PlanError,
+};
 use crate::hash::ChunkHash;
 use crate::root::check_file_name;
 use crate::wire::{self, ChunkReply, ErrorCode, FileInfo, Message, ReadError, Tolerance};
@@ -301,12 +305,27 @@ pub fn plan_from_file_info(info: FileInfo) -> Result<Plan, PlanError> {
     if let Some((first, n)) = unusable {
         log::warn!("ignoring {n} unusable peer addresses (0.0.0.0 or port 0), such as {first}");
     }
-    Ok(Plan {
-        filename: info.filename,
-        chunks,
-        sources,
-        peers: table.into_peers(),
-    })
+    course_plan(info.filename, &chunks, table, &sources)
+}
+
+/// The engine's plan of a course file: SHA-1 digests and no layout (the course's
+/// metadata gives no chunk sizes).
+fn course_plan(
+    filename: String,
+    chunks: &[ChunkHash],
+    table: PeerTable,
+    sources: &[Vec<usize>],
+) -> Result<Plan, PlanError> {
+    let digests = chunks.iter().map(|&h| Digest::from(h)).collect();
+    Ok(Plan::new(filename, digests, None)?.with_sources(table.into_peers(), sources))
+}
+
+/// The chunk hashes of a course plan, in file order (its digests are SHA-1).
+pub fn chunk_hashes(plan: &Plan) -> Vec<ChunkHash> {
+    plan.digests
+        .iter()
+        .filter_map(|d| d.to_chunk_hash())
+        .collect()
 }
 
 /// Why step 1's INI files do not make a plan.
@@ -354,12 +373,13 @@ pub fn plan_from_manifest(
         }
         sources.push(ids);
     }
-    Ok(Plan {
-        filename: manifest.filename.clone(),
-        chunks: manifest.chunks.iter().map(|c| c.hash).collect(),
-        sources,
-        peers: table.into_peers(),
-    })
+    let chunks: Vec<ChunkHash> = manifest.chunks.iter().map(|c| c.hash).collect();
+    Ok(course_plan(
+        manifest.filename.clone(),
+        &chunks,
+        table,
+        &sources,
+    )?)
 }
 
 /// Connects to course peers over TCP.
@@ -370,12 +390,12 @@ pub struct CourseConnector {
 }
 
 impl Connector for CourseConnector {
-    fn connect(&self, peer: &PeerInfo) -> Result<Box<dyn ChunkSource>, FetchError> {
+    fn connect(&self, peer: &PeerInfo) -> Result<Connected, FetchError> {
         let stream = connect(peer.addr, &self.limits)?;
-        Ok(Box::new(CourseSource {
+        Ok(Connected::new(Box::new(CourseSource {
             stream: Arc::new(stream),
             limits: self.limits,
-        }))
+        })))
     }
 }
 
@@ -399,8 +419,12 @@ impl AbortHandle for CourseAbort {
     }
 }
 
-impl ChunkSource for CourseSource {
-    fn fetch(&mut self, hash: &ChunkHash, buf: &mut Vec<u8>) -> Result<(), FetchError> {
+impl PieceSource for CourseSource {
+    fn fetch(&mut self, req: &PieceRequest, buf: &mut Vec<u8>) -> Result<(), FetchError> {
+        // A course plan names chunks by SHA-1 (see `course_plan`).
+        let Some(hash) = &req.digest.to_chunk_hash() else {
+            return Err(FetchError::NotFound);
+        };
         // Stop-and-wait: some peers cannot read a second request before answering the
         // first, so the next GET_CHUNK goes out only after this reply is fully read.
         let req = Message::GetChunk(*hash)

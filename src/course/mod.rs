@@ -2,6 +2,7 @@
 //! Charlie makes. The bytes themselves are [`crate::wire`]'s; the accept loop is
 //! [`crate::server`]'s; this module joins them.
 
+pub mod assemble;
 pub mod charlie;
 pub mod client;
 pub mod discovery;

@@ -18,6 +18,7 @@ use crate::digest::Digest;
 use crate::layout::Layout;
 
 use super::PieceStore;
+use super::resume::Record;
 
 /// Open files kept at once. A torrent may list thousands of files; 64 descriptors cover
 /// the files a few pieces in flight touch, far below the usual limit of 1,024.
@@ -86,6 +87,8 @@ pub struct FilesStore {
     paths: Vec<PathBuf>,
     open: Mutex<HashMap<usize, Arc<File>>>,
     have: Mutex<Bitfield>,
+    /// A resume record to vouch for pieces at the next recheck.
+    record: Option<Record>,
 }
 
 impl FilesStore {
@@ -142,7 +145,20 @@ impl FilesStore {
             paths,
             open: Mutex::new(HashMap::new()),
             have: Mutex::new(Bitfield::new(n)),
+            record: None,
         })
+    }
+
+    /// Lets [`PieceStore::recheck`] take the pieces `record` vouches for (those of files
+    /// unchanged since it was written) without reading them; the others are hashed.
+    pub fn with_record(mut self, record: Option<Record>) -> Self {
+        self.record = record;
+        self
+    }
+
+    /// Every file's path, pad files included (they are never created).
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.paths
     }
 
     /// The layout.
@@ -214,7 +230,19 @@ impl PieceStore for FilesStore {
     }
 
     fn recheck(&self, digests: &[Digest]) -> io::Result<Bitfield> {
-        let have = super::recheck::recheck(self, &self.layout, digests, super::recheck::threads())?;
+        let known = match &self.record {
+            Some(r) => r.vouched(&self.layout, &self.paths)?,
+            None => Bitfield::new(self.layout.piece_count()),
+        };
+        if known.count() > 0 {
+            log::info!(
+                "resume record vouches for {} of {} pieces; checking the others",
+                known.count(),
+                known.len()
+            );
+        }
+        let threads = super::recheck::threads();
+        let have = super::recheck::recheck_except(self, &self.layout, digests, threads, &known)?;
         *self.have() = have.clone();
         Ok(have)
     }
@@ -295,5 +323,71 @@ mod tests {
             );
         }
         assert!(!d.path().join("r").exists(), "nothing created");
+    }
+}
+
+#[cfg(test)]
+mod resume_tests {
+    use super::*;
+    use crate::digest::HashAlgo;
+    use crate::storage::resume::Recorder;
+
+    /// A record vouches for pieces of unchanged files only; a changed file is hashed
+    /// again and its changed piece is found; a record of another torrent is refused.
+    #[test]
+    fn a_record_spares_hashing_unchanged_files_and_never_vouches_for_changed_ones() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = Layout::files(
+            vec![
+                (vec!["a".to_string()], 8, false),
+                (vec!["b".to_string()], 8, false),
+            ],
+            4,
+        )
+        .unwrap();
+        let data = b"0123456789abcdef";
+        let digests: Vec<Digest> = data
+            .chunks(4)
+            .map(|c| Digest::of(HashAlgo::Sha1, c))
+            .collect();
+        let s = FilesStore::create(d.path(), layout.clone()).unwrap();
+        let rec_path = d.path().join(".swarmlet/x.resume");
+        let pads = vec![false, false];
+        let r = Recorder::new(
+            rec_path.clone(),
+            "x".into(),
+            s.paths().to_vec(),
+            pads,
+            Bitfield::new(4),
+        );
+        for (i, c) in data.chunks(4).enumerate() {
+            s.write_piece(i, c).unwrap();
+            r.verified(i).unwrap();
+        }
+        r.save().unwrap();
+        let rec = Record::load(&rec_path, "x", &layout).unwrap().unwrap();
+        assert!(rec.have.is_full());
+        assert!(rec.vouched(&layout, s.paths()).unwrap().is_full());
+        // Change a byte of b behind its back: b's pieces are no longer vouched for, and
+        // the recheck finds the changed one.
+        let mut b = fs::read(d.path().join("b")).unwrap();
+        b[5] ^= 1;
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        fs::write(d.path().join("b"), &b).unwrap();
+        let v = rec.vouched(&layout, s.paths()).unwrap();
+        assert_eq!(v.ones().collect::<Vec<_>>(), vec![0, 1]);
+        let s2 = FilesStore::create(d.path(), layout.clone())
+            .unwrap()
+            .with_record(Some(rec));
+        let have = s2.recheck(&digests).unwrap();
+        assert_eq!(have.ones().collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert!(Record::load(&rec_path, "other", &layout).is_err());
+        assert!(
+            Record::load(&d.path().join("none"), "x", &layout)
+                .unwrap()
+                .is_none()
+        );
+        fs::write(&rec_path, b"garbage").unwrap();
+        assert!(Record::load(&rec_path, "x", &layout).is_err());
     }
 }

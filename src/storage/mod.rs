@@ -3,11 +3,13 @@
 //! One trait, [`PieceStore`], and two backends: [`hash_dir::HashDirStore`] (the course's
 //! directory of hash-named chunk files) and [`files::FilesStore`] (the files of a
 //! [`Layout`](crate::layout::Layout), written in place with positioned I/O: bvTorrent's
-//! one file, BitTorrent's many). [`recheck`] finds which pieces of existing data verify.
+//! one file, BitTorrent's many). [`recheck`] finds which pieces of existing data verify;
+//! [`resume`] records spare it for files unchanged since they were written.
 
 pub mod files;
 pub mod hash_dir;
 pub mod recheck;
+pub mod resume;
 
 use std::io;
 

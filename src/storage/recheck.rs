@@ -30,9 +30,31 @@ pub fn recheck(
     digests: &[Digest],
     threads: usize,
 ) -> io::Result<Bitfield> {
+    recheck_except(
+        store,
+        layout,
+        digests,
+        threads,
+        &Bitfield::new(layout.piece_count()),
+    )
+}
+
+/// [`recheck`], taking the pieces in `known` as verified without reading them (a resume
+/// record vouches for them).
+pub fn recheck_except(
+    store: &(impl PieceStore + ?Sized),
+    layout: &Layout,
+    digests: &[Digest],
+    threads: usize,
+    known: &Bitfield,
+) -> io::Result<Bitfield> {
     let n = layout.piece_count().min(digests.len());
     let next = AtomicUsize::new(0);
-    let have = Mutex::new(Bitfield::new(layout.piece_count()));
+    let mut start = known.clone();
+    if start.len() != layout.piece_count() {
+        start = Bitfield::new(layout.piece_count());
+    }
+    let have = Mutex::new(start);
     let failed: Mutex<Option<io::Error>> = Mutex::new(None);
     thread::scope(|s| {
         for _ in 0..threads.clamp(1, n.max(1)) {
@@ -42,6 +64,9 @@ pub fn recheck(
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= n || failed.lock().is_ok_and(|f| f.is_some()) {
                         return;
+                    }
+                    if known.has(i) {
+                        continue;
                     }
                     buf.resize(layout.piece_len(i) as usize, 0);
                     match store.read_at(i, 0, &mut buf) {

@@ -29,7 +29,7 @@ use crate::chunker::copy_range;
 use crate::hash::ChunkHash;
 use crate::store::{ChunkStore, TEMP_PREFIX};
 
-use super::Verified;
+use crate::download::Verified;
 
 /// Builds the final file from verified chunks as they arrive; see the module comment.
 pub struct Assembler<'a> {
@@ -198,7 +198,7 @@ fn free_space(dir: &Path) -> io::Result<u64> {
 }
 
 impl Verified for Assembler<'_> {
-    fn verified(&self, _hash: &ChunkHash, indexes: &[usize], data: &[u8]) {
+    fn verified(&self, indexes: &[usize], data: &[u8]) {
         let mut st = self.lock();
         if st.out.is_none() && st.abandoned.is_none() {
             // Before taking any space: the chunk files come first (they are what a later
@@ -249,9 +249,9 @@ mod tests {
         (store, hashes)
     }
 
-    fn feed(a: &Assembler<'_>, hashes: &[ChunkHash], parts: &[&[u8]], which: &[usize]) {
+    fn feed(a: &Assembler<'_>, parts: &[&[u8]], which: &[usize]) {
         for &i in which {
-            a.verified(&hashes[i], &[i], parts[i]);
+            a.verified(&[i], parts[i]);
         }
     }
 
@@ -263,7 +263,7 @@ mod tests {
         let a = Assembler::new(&store, parts.len());
         // The last chunk and chunk 3 before any size is known (3 fixes it), 1 never
         // (as if resumed from disk): all must land in place.
-        feed(&a, &hashes, &parts, &[4, 3, 2, 0]);
+        feed(&a, &parts, &[4, 3, 2, 0]);
         let dest = store.dir().join("out.bin");
         match a.finish(&hashes, &dest).unwrap() {
             Assembly::Done(n) => assert_eq!(n, 18),
@@ -279,8 +279,8 @@ mod tests {
         let parts: [&[u8]; 4] = [b"zz", b"xy", b"zz", b"q"];
         let (store, hashes) = store_with(d.path(), &parts);
         let a = Assembler::new(&store, parts.len());
-        a.verified(&hashes[0], &[0, 2], parts[0]);
-        a.verified(&hashes[3], &[3], parts[3]);
+        a.verified(&[0, 2], parts[0]);
+        a.verified(&[3], parts[3]);
         let dest = store.dir().join("out.bin");
         assert!(matches!(
             a.finish(&hashes, &dest).unwrap(),
@@ -297,7 +297,7 @@ mod tests {
         let (store, hashes) = store_with(d.path(), &parts);
         let dest = store.dir().join("out.bin");
         let a = Assembler::new(&store, parts.len());
-        feed(&a, &hashes, &parts, &[0, 1, 2]);
+        feed(&a, &parts, &[0, 1, 2]);
         assert!(matches!(
             a.finish(&hashes, &dest).unwrap(),
             Assembly::Abandoned(_)
@@ -305,7 +305,7 @@ mod tests {
         assert!(!dest.exists());
         // Seen only at the end (chunks resumed from disk): the same.
         let a = Assembler::new(&store, parts.len());
-        feed(&a, &hashes, &parts, &[0]);
+        feed(&a, &parts, &[0]);
         assert!(matches!(
             a.finish(&hashes, &dest).unwrap(),
             Assembly::Abandoned(_)
@@ -314,7 +314,7 @@ mod tests {
         let parts: [&[u8]; 2] = [b"aa", b"bbbb"];
         let (store, hashes) = store_with(&d.path().join("x"), &parts);
         let a = Assembler::new(&store, parts.len());
-        feed(&a, &hashes, &parts, &[0, 1]);
+        feed(&a, &parts, &[0, 1]);
         assert!(matches!(
             a.finish(&hashes, &dest).unwrap(),
             Assembly::Abandoned(_)
@@ -331,7 +331,7 @@ mod tests {
         let (store, hashes) = store_with(d.path(), &parts);
         let dest = store.dir().join("out.bin");
         let a = Assembler::new(&store, 1);
-        feed(&a, &hashes, &parts, &[0]);
+        feed(&a, &parts, &[0]);
         assert!(matches!(
             a.finish(&hashes, &dest).unwrap(),
             Assembly::Done(4)
