@@ -1021,12 +1021,15 @@ pub fn report(text: &str) -> String {
         let _ = writeln!(
             out,
             "\n### The course implementations, same file, same run\n\n\
-             {} rounds; each round measures the ceiling, then runs the four combinations \
+             {}; each round measures the ceiling, then runs the four combinations \
              below one after the other on the same {} file in {} chunks. **swarmlet / this** \
              is the all-swarmlet run's speed over this row's, per round.\n\n\
              | charlie | alice, bob, tracker | MB/s | / ceiling | **swarmlet / this** | \
              charlie peak RSS MiB | charlie CPU s |\n|---|---|---|---|---|---|---|",
-            rounds.len(),
+            match rounds.len() {
+                1 => "One round".to_string(),
+                n => format!("{n} rounds"),
+            },
             human_size(anchors[0].num("bytes").unwrap_or(0.0)),
             human_size(anchors[0].num("chunk").unwrap_or(0.0)),
         );
