@@ -320,6 +320,7 @@ bob_hwm_kib=$(field hwm_kib "$("$tool" proc "$pid_bob")")" >> "$results"
       # The course's reference implementation on the same file, same chunks: its peers
       # and tracker in a root of their own (own ports, the same chunk directories).
       echo "== the course implementations side by side ($anchor_repeat round(s))"
+      main_ports="$port_t $port_a $port_b"
       new_root "$work/py"
       py=$root
       cp "$main/config/file.ini" "$py/config/"
@@ -353,6 +354,7 @@ maxrss_kib=$(field maxrss_kib "$usage") iperf_mbps=$iperf_mbps copy_mbps=$copy_m
         done
         echo "$line"
       done
+      read -r port_t port_a port_b <<<"$main_ports"
     fi
   fi
   stop_all
