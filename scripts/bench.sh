@@ -4,44 +4,82 @@ set -euo pipefail
 
 usage() {
   cat <<'USAGE'
-Usage: scripts/bench.sh [--size 1G] [--repeat 3] [--chunks "512K 1M 2M"]
-                        [--big-size 4G|0] [--no-docs] [--keep] [--bin DIR]
-Sizes take K, M, G (powers of 2). --big-size defaults to 4 x --size; 0 skips it.
---bin DIR takes alice, bob, tracker, charlie and create_chunks from DIR (another
-build, e.g. an older commit's, to compare); the measuring tool is always this tree's.
+Usage: scripts/bench.sh [--quick] [options]
 
-Benchmark: how fast charlie moves a file, against this machine's ceiling measured in
-the same run. Builds the release binaries, makes a random file in a temporary root on
-tmpfs (/dev/shm, so the disk does not decide), and for each chunk size starts alice,
-bob and the tracker on free loopback ports, then REPEAT times measures side by side:
-the ceiling (`bench sink`: the file over one loopback TCP connection into a file on
-the same tmpfs, once before and once after each charlie run), one core's SHA-1 rate,
-and `charlie --step 2` (wall, CPU, peak RSS by wait4; the peers' CPU and peak RSS from
-/proc). Then: charlie's peak RSS on the file and on one 4 times larger, the tracker
-under 32 GET_FILE_INFO clients (65,535 chunks), one peer under 50 downloaders, and
-step-3 discovery latency. Prints the tables (median, min-max, ratios) and writes them
-into docs/BENCHMARKS.md between its markers (raw lines: target/bench-results.txt).
+Measures how fast charlie --step 2 moves a file, against this machine's physical
+ceiling measured in the same run, and prints the tables. Nothing tracked changes
+unless --write-docs is given.
+
+  scripts/bench.sh --quick           a quick look, about 30 s once built: 256 MiB,
+                                     512 KiB chunks, 3 pairs (up to 5), iperf3 for 1 s,
+                                     one round of the course implementations, no
+                                     memory-against-size runs
+  scripts/bench.sh                   the full run, about 6 minutes: 1 GiB; 512 KiB,
+                                     1 MiB and 2 MiB chunks; 3 pairs each (up to 9);
+                                     3 rounds of the course implementations; charlie's
+                                     memory on 4 GiB and on 65,535 chunks; the loads
+  scripts/bench.sh --write-docs      the full run, then its tables into
+                                     docs/BENCHMARKS.md (between its markers)
+  scripts/bench.sh --profile         only a profile: perf record -g of charlie on a
+                                     512 MiB step-2 download (Debian package linux-perf)
+
+Options (after --quick, they override it):
+  --size N           file size; K, M, G are powers of 2 (default 1G)
+  --chunks "A B"     chunk sizes (default "512K 1M 2M")
+  --repeat N         pairs per chunk size (default 3)
+  --max-repeat N     bound on the pairs added while the ratios' spread is wide (default 9)
+  --iperf-secs N     seconds of each iperf3 measurement (default 2)
+  --anchor-repeat N  rounds of the course implementations side by side; 0 skips (default 3)
+  --big-size N|0     charlie's memory on a file this large too (default 4 x --size; 0 skips)
+  --write-docs       write the tables into docs/BENCHMARKS.md
+  --keep             keep the temporary root on /dev/shm
+  --bin DIR          alice, bob, tracker, charlie, create_chunks from DIR (another build,
+                     e.g. an older commit's); the measuring tool is always this tree's
+  -h, --help         this text
+
+A pair is one ceiling measurement and, right after it, one charlie run (and one
+charlie --no-merge run). The ceiling is the lower of loopback TCP as iperf3 measures
+it (127.0.0.1 only, bounded by --iperf-secs) and one plain copy of the same file into
+the same tmpfs. Each pair gives a ratio; the table shows the median of the pair ratios
+(min-max), and when their spread is wider than 15 % of the median, more pairs are run,
+up to --max-repeat. A pair whose charlie beat its ceiling is flagged.
+
+Needs iperf3 (Debian package iperf3; installed when missing if run as root) and, for
+the course implementations, python3. Works in a temporary root on /dev/shm, on free
+loopback ports; starts only its own processes and stops them by pid. Raw result lines:
+target/bench-results.txt.
 USAGE
 }
 
 size=1G
 repeat=3
+max_repeat=9
 chunks="512K 1M 2M"
 big=""
-docs=1
+iperf_secs=2
+anchor_repeat=3
+loads=1
+docs=0
 keep=0
+profile=0
 other_bin=""
 while [ $# -gt 0 ]; do
   case "$1" in
+    --quick) size=256M; chunks=512K; repeat=3; max_repeat=5; iperf_secs=1; anchor_repeat=1
+             big=0; shift ;;
     --size) size=$2; shift 2 ;;
     --repeat) repeat=$2; shift 2 ;;
+    --max-repeat) max_repeat=$2; shift 2 ;;
     --chunks) chunks=$2; shift 2 ;;
     --big-size) big=$2; shift 2 ;;
-    --no-docs) docs=0; shift ;;
+    --iperf-secs) iperf_secs=$2; shift 2 ;;
+    --anchor-repeat) anchor_repeat=$2; shift 2 ;;
+    --write-docs) docs=1; shift ;;
+    --profile) profile=1; shift ;;
     --keep) keep=1; shift ;;
     --bin) other_bin=$(cd "$2" && pwd); shift 2 ;;
     -h|--help) usage; exit 0 ;;
-    *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
+    *) echo "bench.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 
@@ -58,6 +96,25 @@ bytes() {
 size=$(bytes "$size")
 big=$([ -n "$big" ] && bytes "$big" || echo $((size * 4)))
 [ "$repeat" -ge 1 ] || { echo "bench.sh: --repeat must be at least 1" >&2; exit 2; }
+[ "$max_repeat" -ge "$repeat" ] || max_repeat=$repeat
+[ "$iperf_secs" -ge 1 ] && [ "$iperf_secs" -le 30 ] ||
+  { echo "bench.sh: --iperf-secs must be 1 to 30" >&2; exit 2; }
+
+# Installs Debian package $1 (for program $2) when the program is missing: as root with
+# apt-get; otherwise names the package and stops.
+need() {
+  command -v "$2" >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing $1 (for $2)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$1" >/dev/null ||
+      { DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$1" >/dev/null; }
+  fi
+  command -v "$2" >/dev/null 2>&1 ||
+    { echo "bench.sh: $2 is missing: apt-get install $1 (as root), then run again" >&2; exit 1; }
+}
+if [ "$profile" = 1 ]; then need linux-perf perf; else need iperf3 iperf3; fi
+iperf3=$(command -v iperf3 || echo iperf3)
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -142,49 +199,80 @@ start_servers() {
   start_tracker
   wait_port "$port_a"; wait_port "$port_b"; wait_port "$port_t"
 }
-# Runs charlie --step 2 under wait4; sets $usage (bench exec line) and $dl (the
-# engine's own download time, from charlie's summary line).
-run_charlie() {
-  local out
-  rm -rf "$root/chunks/charlie"
-  out=$("$tool" exec -- "$bin/charlie" --step 2 --root "$root" "$@" 2>>"$root/charlie.log")
+# Runs a charlie --step 2 under wait4 in root $1 (the rest: its command line, after
+# `charlie`'s own program); sets $usage (bench exec line) and $dl (the engine's own
+# download time, from our charlie's summary line; empty for another charlie).
+run_client() {
+  local r=$1 out; shift
+  rm -rf "$r/chunks/charlie"
+  out=$("$tool" exec -- "$@" --step 2 --root "$r" 2>>"$r/charlie.log")
   usage=$(grep '^exec ' <<<"$out")
-  [ "$(field code "$usage")" = 0 ] || { echo "charlie failed: $out" >&2; tail -5 "$root/charlie.log" >&2; exit 1; }
+  [ "$(field code "$usage")" = 0 ] ||
+    { echo "charlie failed: $*: $out" >&2; tail -5 "$r/charlie.log" >&2; exit 1; }
   dl=$(sed -n 's/.* bytes in \([0-9.]*\) s .*/\1/p' <<<"$out")
 }
+run_charlie() { run_client "$root" "$bin/charlie" "$@"; }
+# One measurement of the physical ceiling: sets $iperf_mbps and $copy_mbps.
+measure_ceiling() {
+  iperf_mbps=$(field mbps "$("$tool" iperf3 --secs "$iperf_secs" --program "$iperf3")")
+  copy_mbps=$(field mbps "$("$tool" copy "$1" "$work/copy.out")")
+}
+
+if [ "$profile" = 1 ]; then
+  # --- Only a profile: where charlie's time goes ----------------------------------------
+  psize=$(bytes "${PROFILE_SIZE:-512M}")
+  new_root "$work/profile"
+  "$tool" make-file "$root/files/bench.bin" --size "$psize" >/dev/null
+  "$bin/create_chunks" bench.bin --root "$root" --chunk-size "$(bytes "${chunks%% *}")" 2>/dev/null
+  start_servers
+  echo "== perf record -g: charlie --step 2, $psize bytes, ${chunks%% *} chunks"
+  perf record -q -g -o "$work/perf.data" -- "$bin/charlie" --step 2 --root "$root" \
+    2>>"$root/charlie.log" >/dev/null
+  stop_all
+  perf report -i "$work/perf.data" --no-children --sort dso,symbol --percent-limit 0.7 \
+    --stdio -g none 2>/dev/null | grep -v '^$' > "$target/bench-profile.txt"
+  perf report -i "$work/perf.data" --children --sort symbol --percent-limit 3 \
+    --stdio -g none 2>/dev/null | grep -v '^$' > "$target/bench-profile-children.txt"
+  sed -n '1,60p' "$target/bench-profile.txt"
+  echo "== self time above; with children: target/bench-profile-children.txt"
+  exit 0
+fi
 
 if [ -n "$other_bin" ]; then
   build="programs from $other_bin"
 else
   build="commit $(git -C "$here" describe --always --dirty 2>/dev/null || echo unknown)"
 fi
+python=$(command -v /usr/bin/python3 || command -v python3 || true)
+reference="$here/tests/reference/course.py"
+[ -n "$python" ] && [ -f "$reference" ] || anchor_repeat=0
 cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 sha=$(grep -q -w sha_ni /proc/cpuinfo && echo "SHA-NI" || echo "no SHA-NI")
 echo "machine date=$(date -u +%Y-%m-%dT%H:%MZ) host=\"$(uname -n)\" cores=$(nproc) \
 cpu=\"$cpu_model, $sha\" kernel=$(uname -r) mem_gib=$(awk '/MemTotal/ {printf "%.0f", $2/1048576}' /proc/meminfo) \
-load=\"$(cut -d' ' -f1-3 /proc/loadavg)\" size=$size repeat=$repeat fs=\"tmpfs $shm\" \
-build=\"$build\"" >> "$results"
+load=\"$(cut -d' ' -f1-3 /proc/loadavg)\" size=$size repeat=$repeat max_repeat=$max_repeat \
+fs=\"tmpfs $shm\" build=\"$build\" iperf3=\"$("$iperf3" --version | head -1 | cut -d' ' -f1-2) -t $iperf_secs\" \
+python=\"course.py on $(${python:-false} --version 2>&1 || echo 'no python')\"" >> "$results"
 
 # --- Charlie against the ceiling, per chunk size --------------------------------------
 new_root "$work/main"
+main=$root
 echo "== making a random file of $size bytes"
 "$tool" make-file "$root/files/bench.bin" --size "$size" >/dev/null
 first=1
 for c in $chunks; do
   chunk=$(bytes "$c")
-  echo "== chunks of $chunk bytes"
+  echo "== chunks of $chunk bytes: pairs of (ceiling, charlie)"
   "$bin/create_chunks" bench.bin --root "$root" --chunk-size "$chunk" 2>/dev/null
   start_servers
-  for rep in $(seq 1 "$repeat"); do
-    sink=$("$tool" sink "$root/files/bench.bin" "$root/sink.out")
+  rep=0
+  while :; do
+    rep=$((rep + 1))
+    measure_ceiling "$root/files/bench.bin"
     sha1=$("$tool" sha1 "$root/files/bench.bin")
     a0=$("$tool" proc "$pid_alice"); b0=$("$tool" proc "$pid_bob")
     run_charlie
     a1=$("$tool" proc "$pid_alice"); b1=$("$tool" proc "$pid_bob")
-    # The ceiling again, right after: the machine is shared and its load drifts, so this
-    # repeat's ceiling is the mean of the measurements on either side of charlie's run.
-    sink2=$("$tool" sink "$root/files/bench.bin" "$root/sink.out")
-    sink_mbps=$(awk "BEGIN {print ($(field mbps "$sink") + $(field mbps "$sink2")) / 2}")
     if [ "$rep" = 1 ]; then
       "$bin/check_file" --root "$root" >/dev/null || { echo "charlie's file differs" >&2; exit 1; }
     fi
@@ -193,38 +281,86 @@ for c in $chunks; do
     run_charlie --no-merge
     nomerge=$usage nomerge_dl=$dl
     usage=$merged dl=$merged_dl
-    line="charlie chunk=$chunk rep=$rep bytes=$size wall=$(field wall "$usage") dl=$dl \
+    echo "charlie chunk=$chunk rep=$rep bytes=$size wall=$(field wall "$usage") dl=$dl \
 user=$(field user "$usage") sys=$(field sys "$usage") maxrss_kib=$(field maxrss_kib "$usage") \
 alice_cpu=$(awk "BEGIN {print $(field cpu "$a1") - $(field cpu "$a0")}") \
 bob_cpu=$(awk "BEGIN {print $(field cpu "$b1") - $(field cpu "$b0")}") \
-nm_wall=$(field wall "$nomerge") nm_dl=$nomerge_dl sink_mbps=$sink_mbps sink_before=$(field mbps "$sink") sink_after=$(field mbps "$sink2") \
-sha1_mbps=$(field mbps "$sha1")"
-    echo "$line" >> "$results"
-    echo "   rep $rep: charlie $(field wall "$usage") s (download $dl s, --no-merge \
-$(field wall "$nomerge") s), ceiling $sink_mbps MB/s \
-($(field mbps "$sink") before, $(field mbps "$sink2") after), SHA-1 $(field mbps "$sha1") MB/s, \
-charlie RSS $(field maxrss_kib "$usage") KiB"
+nm_wall=$(field wall "$nomerge") nm_dl=$nomerge_dl iperf_mbps=$iperf_mbps copy_mbps=$copy_mbps \
+sha1_mbps=$(field mbps "$sha1")" >> "$results"
+    sp=$("$tool" spread "$results" --chunk "$chunk")
+    echo "   pair $rep: iperf3 $iperf_mbps MB/s, copy $copy_mbps MB/s; charlie \
+$(field wall "$usage") s (--no-merge $(field wall "$nomerge") s), RSS $(field maxrss_kib "$usage") KiB; \
+ratios so far $(field median "$sp") ($(field min "$sp")-$(field max "$sp"))"
+    [ "$rep" -ge "$repeat" ] || continue
+    if [ "$(field wide "$sp")" = 1 ] && [ "$rep" -lt "$max_repeat" ]; then
+      echo "   spread $(field range "$sp") of the median is wide: one more pair"
+      continue
+    fi
+    break
   done
   echo "peers chunk=$chunk alice_hwm_kib=$(field hwm_kib "$("$tool" proc "$pid_alice")") \
 bob_hwm_kib=$(field hwm_kib "$("$tool" proc "$pid_bob")")" >> "$results"
   if [ "$first" = 1 ]; then
     first=0
-    echo "== one peer, 50 concurrent downloaders ($chunk-byte chunks)"
-    idle=$("$tool" proc "$pid_alice" --reset-peak)
-    load=$("$tool" peer-load "127.0.0.1:$port_a" --chunks-dir "$root/chunks/alice" \
-      --clients 50 --per-client 64 --watch "$pid_alice")
-    echo "$load clients=50 chunk=$chunk idle_hwm_kib=$(field rss_kib "$idle")" >> "$results"
-    echo "   $load"
+    if [ "$loads" = 1 ]; then
+      echo "== one peer, 50 concurrent downloaders ($chunk-byte chunks)"
+      idle=$("$tool" proc "$pid_alice" --reset-peak)
+      load=$("$tool" peer-load "127.0.0.1:$port_a" --chunks-dir "$root/chunks/alice" \
+        --clients 50 --per-client 64 --watch "$pid_alice")
+      echo "$load clients=50 chunk=$chunk idle_hwm_kib=$(field rss_kib "$idle")" >> "$results"
+      echo "   $load"
+    fi
     echo "== step-3 discovery (UDP $port_u)"
     for _ in $(seq 1 "$repeat"); do
       disc=$("$tool" discover --target "127.0.0.1:$port_u" --expect "127.0.0.1:$port_t" --wait-ms 1000)
       echo "$disc" >> "$results"
       echo "   $disc"
     done
+    if [ "$anchor_repeat" -gt 0 ]; then
+      # The course's reference implementation on the same file, same chunks: its peers
+      # and tracker in a root of their own (own ports, the same chunk directories).
+      echo "== the course implementations side by side ($anchor_repeat round(s))"
+      main_ports="$port_t $port_a $port_b"
+      new_root "$work/py"
+      py=$root
+      cp "$main/config/file.ini" "$py/config/"
+      ln -s "$main/chunks/alice" "$py/chunks/alice"
+      ln -s "$main/chunks/bob" "$py/chunks/bob"
+      start py_alice "$python" "$reference" peer alice --root "$py"
+      start py_bob "$python" "$reference" peer bob --root "$py"
+      start py_tracker "$python" "$reference" tracker --no-udp --root "$py"
+      wait_port "$port_a"; wait_port "$port_b"; wait_port "$port_t"
+      root=$main
+      for round in $(seq 1 "$anchor_repeat"); do
+        measure_ceiling "$main/files/bench.bin"
+        line="   round $round: ceiling $iperf_mbps / $copy_mbps MB/s;"
+        for combo in "swarmlet swarmlet" "course.py swarmlet" "swarmlet course.py" "course.py course.py"; do
+          read -r client servers <<<"$combo"
+          r=$([ "$servers" = swarmlet ] && echo "$main" || echo "$py")
+          if [ "$client" = swarmlet ]; then
+            run_client "$r" "$bin/charlie"
+          else
+            run_client "$r" "$python" "$reference" charlie
+          fi
+          if [ "$round" = 1 ]; then
+            cmp -s "$r/chunks/charlie/bench.bin" "$main/files/bench.bin" ||
+              { echo "$client charlie from $servers peers: the file differs" >&2; exit 1; }
+          fi
+          echo "anchor rep=$round chunk=$chunk bytes=$size client=$client servers=$servers \
+wall=$(field wall "$usage") user=$(field user "$usage") sys=$(field sys "$usage") \
+maxrss_kib=$(field maxrss_kib "$usage") iperf_mbps=$iperf_mbps copy_mbps=$copy_mbps" >> "$results"
+          rm -rf "$r/chunks/charlie"
+          line="$line $client/$servers $(field wall "$usage") s"
+        done
+        echo "$line"
+      done
+      read -r port_t port_a port_b <<<"$main_ports"
+    fi
   fi
   stop_all
+  root=$main
 done
-rm -rf "$work/main"
+rm -rf "$work/main" "$work/py"
 
 # --- Charlie's memory against file size and chunk count -------------------------------
 if [ "$big" -gt 0 ]; then

@@ -135,6 +135,163 @@ pub fn sha1_rate(src: &Path) -> io::Result<(Rate, ChunkHash)> {
     Ok((rate, h.finish()))
 }
 
+/// The tmpfs half of the physical ceiling: one plain copy of `src` into `dest` (the same
+/// tmpfs as Charlie's chunks), through user space as `cat` does: `read` into one reused
+/// 4 MiB buffer, `write` of each block, no `copy_file_range` (which would skip the copy
+/// into user space that any receiver of a socket must make). `dest` is removed first, so
+/// tmpfs allocates its pages afresh as it does for Charlie's files.
+///
+/// The clock runs from opening `dest` to its last byte written.
+pub fn copy_rate(src: &Path, dest: &Path) -> io::Result<Rate> {
+    match std::fs::remove_file(dest) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let input = File::open(src)?;
+    let start = Instant::now();
+    let mut out = File::create(dest)?;
+    let bytes = for_each_block(input, &mut vec![0u8; BIG_BUF], |block| out.write_all(block))?;
+    drop(out);
+    let secs = start.elapsed().as_secs_f64();
+    Ok(Rate { bytes, secs })
+}
+
+/// Longest an `iperf3` measurement may take beyond its own duration (start-up, the
+/// control exchange, the final report) before it is killed as hung.
+pub const IPERF3_GRACE: Duration = Duration::from_secs(10);
+
+/// How long the `iperf3` server may take to listen.
+const IPERF3_LISTEN_WAIT: Duration = Duration::from_secs(5);
+
+/// What went wrong measuring loopback TCP with `iperf3`.
+#[derive(Debug, thiserror::Error)]
+pub enum Iperf3Error {
+    /// The program could not be started (not installed: Debian package iperf3).
+    #[error("cannot run {program} (Debian package iperf3): {source}")]
+    Spawn {
+        /// The program run.
+        program: String,
+        /// Why it could not start.
+        source: io::Error,
+    },
+    /// The server did not listen on its loopback port in time.
+    #[error("iperf3 server did not listen on 127.0.0.1:{port} within {IPERF3_LISTEN_WAIT:?}")]
+    NotListening {
+        /// The port it was told to use.
+        port: u16,
+    },
+    /// The client ran past its duration plus [`IPERF3_GRACE`] and was killed.
+    #[error("iperf3 client still running after {secs} s + {IPERF3_GRACE:?}: killed")]
+    Hung {
+        /// The duration asked for.
+        secs: u32,
+    },
+    /// The client exited with an error.
+    #[error("iperf3 client failed (exit code {code:?})")]
+    Failed {
+        /// Its exit code, if it exited.
+        code: Option<i32>,
+    },
+    /// The client's JSON report could not be read.
+    #[error("iperf3 printed no valid JSON report: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The JSON report lacks `end.sum_received` (bytes, seconds).
+    #[error("iperf3's report has no end.sum_received bytes and seconds")]
+    NoResult,
+    /// Waiting for or killing a child failed.
+    #[error("managing the iperf3 processes: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Bytes and seconds the receiving side counted, from `iperf3 -J`'s report.
+pub fn parse_iperf3_json(json: &str) -> Result<Rate, Iperf3Error> {
+    let v: serde_json::Value = serde_json::from_str(json)?;
+    let sum = &v["end"]["sum_received"];
+    match (sum["bytes"].as_u64(), sum["seconds"].as_f64()) {
+        (Some(bytes), Some(secs)) if secs > 0.0 => Ok(Rate { bytes, secs }),
+        _ => Err(Iperf3Error::NoResult),
+    }
+}
+
+/// Whether something listens on TCP 127.0.0.1:`port`, read from `/proc/net/tcp` rather
+/// than probed: a probe connection would count as a (failed) test to a one-off server.
+fn loopback_listening(port: u16) -> io::Result<bool> {
+    let want = format!("0100007F:{port:04X}");
+    let table = std::fs::read_to_string("/proc/net/tcp")?;
+    Ok(table.lines().skip(1).any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        // local_address, then rem_address, then st; 0A is LISTEN.
+        f.get(1) == Some(&want.as_str()) && f.get(3) == Some(&"0A")
+    }))
+}
+
+/// The loopback half of the physical ceiling, as `iperf3` measures it: a one-off server
+/// bound to 127.0.0.1 on a free port, a client bound to 127.0.0.1 sending for `secs`
+/// seconds (iperf3's defaults otherwise: one stream, 128 KiB writes), the rate the
+/// receiver counted. Both processes are started here and killed by their pid whatever
+/// happens; the client is killed as hung after `secs` + [`IPERF3_GRACE`].
+pub fn iperf3_rate(program: &str, secs: u32) -> Result<Rate, Iperf3Error> {
+    let spawn_err = |source| Iperf3Error::Spawn {
+        program: program.to_string(),
+        source,
+    };
+    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port();
+    let port_s = port.to_string();
+    let mut server = Command::new(program)
+        .args(["-s", "-1", "-B", "127.0.0.1", "-p", &port_s])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(spawn_err)?;
+    let result = (|| {
+        let start = Instant::now();
+        while !loopback_listening(port)? {
+            if start.elapsed() > IPERF3_LISTEN_WAIT || server.try_wait()?.is_some() {
+                return Err(Iperf3Error::NotListening { port });
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        let mut client = Command::new(program)
+            .args(["-c", "127.0.0.1", "-B", "127.0.0.1", "-p", &port_s, "-J"])
+            .args(["-t", &secs.to_string(), "--connect-timeout", "3000"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(spawn_err)?;
+        let mut stdout = client.stdout.take().ok_or(Iperf3Error::NoResult)?;
+        let reader = thread::spawn(move || {
+            let mut s = String::new();
+            stdout.read_to_string(&mut s).map(|_| s)
+        });
+        let deadline = Instant::now() + Duration::from_secs(secs.into()) + IPERF3_GRACE;
+        let status = loop {
+            if let Some(status) = client.try_wait()? {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = client.kill();
+                let _ = client.wait();
+                return Err(Iperf3Error::Hung { secs });
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        let json = reader
+            .join()
+            .map_err(|_| io::Error::other("iperf3 output reader panicked"))??;
+        if !status.success() {
+            return Err(Iperf3Error::Failed {
+                code: status.code(),
+            });
+        }
+        parse_iperf3_json(&json)
+    })();
+    let _ = server.kill();
+    let _ = server.wait();
+    result
+}
+
 /// Writes a `file.ini` describing `chunks` made-up chunks (hashes derived from their
 /// index) held by the course's two peers with the thirds rule: the tracker only reads the
 /// INI files, so its load test needs no chunk on disk.
@@ -681,11 +838,59 @@ fn human_size(bytes: f64) -> String {
     }
 }
 
+/// A pair's spread of ratios is wide when (max − min) / median exceeds this: the script
+/// then adds pairs (up to its bound). 0.15 is about what two quiet runs differ by on this
+/// kind of shared machine; beyond it, another build or test was running meanwhile.
+pub const WIDE_SPREAD: f64 = 0.15;
+
+impl Spread {
+    /// (max − min) / median: 0 for one value.
+    pub fn relative_range(&self) -> f64 {
+        (self.max - self.min) / self.median.abs().max(1e-12)
+    }
+
+    /// Whether the spread is wider than [`WIDE_SPREAD`].
+    pub fn is_wide(&self) -> bool {
+        self.relative_range() > WIDE_SPREAD
+    }
+}
+
+/// A pair's (or a round's) physical ceiling, MB/s: the lower of loopback TCP as `iperf3`
+/// measured it and the plain copy into the same tmpfs, both measured right before.
+pub fn ceiling(r: &Record) -> Option<f64> {
+    Some(r.num("iperf_mbps")?.min(r.num("copy_mbps")?))
+}
+
+fn mbps_of(r: &Record, wall_key: &str) -> Option<f64> {
+    Some(r.num("bytes")? / 1e6 / r.num(wall_key)?)
+}
+
+/// Charlie's ratio to the ceiling in each pair of chunk size `chunk` (bytes), in order.
+pub fn pair_ratios(text: &str, chunk: u64) -> Vec<f64> {
+    text.lines()
+        .filter_map(Record::parse)
+        .filter(|r| r.kind == "charlie" && r.num("chunk") == Some(chunk as f64))
+        .filter_map(|r| Some(mbps_of(&r, "wall")? / ceiling(&r)?))
+        .collect()
+}
+
+/// The implementations compared in the anchor table, in the table's order: (charlie,
+/// alice + bob + tracker).
+const ANCHORS: [(&str, &str); 4] = [
+    ("swarmlet", "swarmlet"),
+    ("course.py", "swarmlet"),
+    ("swarmlet", "course.py"),
+    ("course.py", "course.py"),
+];
+
 /// Turns the script's result lines into the markdown of `docs/BENCHMARKS.md`'s measured
-/// section: one table of throughput against the ceiling, one of CPU and memory, and one
-/// of the load tests. Every figure is `median (min–max)` over the repeats; a ratio is
-/// computed per repeat (Charlie and the ceiling measured back to back) and then summed
-/// up, so that the machine's noise hits both sides of each ratio alike.
+/// section: Charlie against the physical ceiling, CPU and memory, the course
+/// implementations side by side, memory against file size, and the load tests.
+///
+/// Ratios are computed per pair (a ceiling measurement and the Charlie run right after
+/// it, or one round of the anchor runs) and then summed up as the median of those pair
+/// ratios (min–max): the machine is shared, and its noise then hits both sides of each
+/// ratio alike. A pair whose program beat its ceiling is flagged: that ceiling was not one.
 pub fn report(text: &str) -> String {
     use std::fmt::Write as _;
     let records: Vec<Record> = text.lines().filter_map(Record::parse).collect();
@@ -695,8 +900,9 @@ pub fn report(text: &str) -> String {
         let g = |k| m.get(k).unwrap_or("?");
         let _ = writeln!(
             out,
-            "Run of {} on {}: {} cores ({}), Linux {}, {} GiB RAM; load average at start {}. \
-             File of {} bytes, {} repeats, root on {}; {}.\n",
+            "Run of {} on {}: {} cores ({}), Linux {}, {} GiB RAM, shared with other \
+             sessions' builds and tests; load average at start {}. File of {} bytes, \
+             {} to {} pairs per chunk size, root on {}; {}; {}, {}.\n",
             g("date"),
             g("host"),
             g("cores"),
@@ -706,43 +912,80 @@ pub fn report(text: &str) -> String {
             g("load"),
             g("size"),
             g("repeat"),
+            g("max_repeat"),
             g("fs"),
             g("build"),
+            g("iperf3"),
+            g("python"),
         );
     }
     let runs = of("charlie");
     let mut chunks: Vec<f64> = runs.iter().filter_map(|r| r.num("chunk")).collect();
     chunks.sort_by(f64::total_cmp);
     chunks.dedup();
-    let size = |r: &Record| r.num("bytes");
-    let mbps = |r: &Record| Some(size(r)? / 1e6 / r.num("wall")?);
-    let nm_mbps = |r: &Record| Some(size(r)? / 1e6 / r.num("nm_wall")?);
-    out.push_str(
-        "### Charlie against the ceiling\n\n\
-         | chunk | charlie wall s | charlie MB/s | ceiling MB/s | **charlie / ceiling** | \
-         after the download, s | charlie --no-merge MB/s | --no-merge / ceiling | \
-         SHA-1 one core MB/s |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
-    );
-    for &c in &chunks {
-        let rs: Vec<&Record> = runs
-            .iter()
+    let by_chunk = |c: f64| -> Vec<&Record> {
+        runs.iter()
             .copied()
             .filter(|r| r.num("chunk") == Some(c))
-            .collect();
+            .collect()
+    };
+    let mbps = |r: &Record| mbps_of(r, "wall");
+    let nm_mbps = |r: &Record| mbps_of(r, "nm_wall");
+    let ratio = |r: &Record| Some(mbps(r)? / ceiling(r)?);
+    let nm_ratio = |r: &Record| Some(nm_mbps(r)? / ceiling(r)?);
+    out.push_str(
+        "### Charlie against the physical ceiling, pair by pair\n\n\
+         | chunk | pairs | charlie MB/s | iperf3 loopback MB/s | copy into tmpfs MB/s | \
+         ceiling MB/s (the lower) | **charlie / ceiling** | charlie --no-merge MB/s | \
+         --no-merge / ceiling | after the download, s | SHA-1 one core MB/s |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let mut notes = Vec::new();
+    for &c in &chunks {
+        let rs = by_chunk(c);
+        let beaten = rs
+            .iter()
+            .filter(|r| ratio(r).is_some_and(|x| x > 1.0) || nm_ratio(r).is_some_and(|x| x > 1.0))
+            .count();
+        let by_copy = rs
+            .iter()
+            .filter(|r| r.num("copy_mbps") <= r.num("iperf_mbps"))
+            .count();
+        let flag = if beaten > 0 {
+            notes.push(format!(
+                "⚠ {}: charlie or charlie --no-merge beat the measured ceiling in {beaten} of \
+                 {} pairs; in those pairs that ceiling was not a ceiling, and their ratios \
+                 (above 1) say so rather than hide it.",
+                human_size(c),
+                rs.len()
+            ));
+            " ⚠"
+        } else {
+            ""
+        };
+        let lower = match (by_copy, rs.len() - by_copy) {
+            (_, 0) => "copy".to_string(),
+            (0, _) => "iperf3".to_string(),
+            (k, i) => format!("copy {k}, iperf3 {i}"),
+        };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | **{}** | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} ({lower}){flag} | **{}** | {} | {} | {} | {} |",
             human_size(c),
-            cell(&rs, 2, |r| r.num("wall")),
+            rs.len(),
             cell(&rs, 0, mbps),
-            cell(&rs, 0, |r| r.num("sink_mbps")),
-            cell(&rs, 2, |r| Some(mbps(r)? / r.num("sink_mbps")?)),
-            cell(&rs, 2, |r| Some(r.num("wall")? - r.num("dl")?)),
+            cell(&rs, 0, |r| r.num("iperf_mbps")),
+            cell(&rs, 0, |r| r.num("copy_mbps")),
+            cell(&rs, 0, ceiling),
+            cell(&rs, 2, ratio),
             cell(&rs, 0, nm_mbps),
-            cell(&rs, 2, |r| Some(nm_mbps(r)? / r.num("sink_mbps")?)),
+            cell(&rs, 2, nm_ratio),
+            cell(&rs, 2, |r| Some(r.num("wall")? - r.num("dl")?)),
             cell(&rs, 0, |r| r.num("sha1_mbps")),
         );
+    }
+    for n in notes {
+        let _ = writeln!(out, "\n{n}");
     }
     out.push_str(
         "\n### CPU and memory during those runs\n\n\
@@ -750,11 +993,7 @@ pub fn report(text: &str) -> String {
          alice peak RSS MiB | bob peak RSS MiB |\n|---|---|---|---|---|---|---|\n",
     );
     for &c in &chunks {
-        let rs: Vec<&Record> = runs
-            .iter()
-            .copied()
-            .filter(|r| r.num("chunk") == Some(c))
-            .collect();
+        let rs = by_chunk(c);
         let peers: Vec<&Record> = of("peers")
             .into_iter()
             .filter(|r| r.num("chunk") == Some(c))
@@ -770,6 +1009,59 @@ pub fn report(text: &str) -> String {
             cell(&peers, 1, |r| mib(r.num("alice_hwm_kib"))),
             cell(&peers, 1, |r| mib(r.num("bob_hwm_kib"))),
         );
+    }
+    let anchors = of("anchor");
+    if !anchors.is_empty() {
+        let rounds: Vec<f64> = {
+            let mut v: Vec<f64> = anchors.iter().filter_map(|r| r.num("rep")).collect();
+            v.sort_by(f64::total_cmp);
+            v.dedup();
+            v
+        };
+        let _ = writeln!(
+            out,
+            "\n### The course implementations, same file, same run\n\n\
+             {}; each round measures the ceiling, then runs the four combinations \
+             below one after the other on the same {} file in {} chunks. **swarmlet / this** \
+             is the all-swarmlet run's speed over this row's, per round.\n\n\
+             | charlie | alice, bob, tracker | MB/s | / ceiling | **swarmlet / this** | \
+             charlie peak RSS MiB | charlie CPU s |\n|---|---|---|---|---|---|---|",
+            match rounds.len() {
+                1 => "One round".to_string(),
+                n => format!("{n} rounds"),
+            },
+            human_size(anchors[0].num("bytes").unwrap_or(0.0)),
+            human_size(anchors[0].num("chunk").unwrap_or(0.0)),
+        );
+        let find = |rep: f64, client: &str, servers: &str| {
+            anchors.iter().copied().find(|r| {
+                r.num("rep") == Some(rep)
+                    && r.get("client") == Some(client)
+                    && r.get("servers") == Some(servers)
+            })
+        };
+        for (client, servers) in ANCHORS {
+            let rs: Vec<&Record> = rounds
+                .iter()
+                .filter_map(|&rep| find(rep, client, servers))
+                .collect();
+            if rs.is_empty() {
+                continue;
+            }
+            let vs_ours = |r: &Record| {
+                let ours = find(r.num("rep")?, "swarmlet", "swarmlet")?;
+                Some(mbps(ours)? / mbps(r)?)
+            };
+            let _ = writeln!(
+                out,
+                "| {client} | {servers} | {} | {} | **{}** | {} | {} |",
+                cell(&rs, 0, mbps),
+                cell(&rs, 2, ratio),
+                cell(&rs, 2, vs_ours),
+                cell(&rs, 1, |r| mib(r.num("maxrss_kib"))),
+                cell(&rs, 2, |r| Some(r.num("user")? + r.num("sys")?)),
+            );
+        }
     }
     let big = of("big");
     if !big.is_empty() {
@@ -906,12 +1198,71 @@ mod tests {
         assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 3.0));
         assert_eq!(Spread::of(&[1.0, 4.0]).unwrap().median, 2.5);
         assert!(Spread::of(&[]).is_none());
-        let md = report(
-            "charlie chunk=524288 rep=1 bytes=1000000 wall=1 dl=0.5 sink_mbps=2\n\
-             charlie chunk=524288 rep=2 bytes=1000000 wall=2 dl=0.5 sink_mbps=1\n",
+        // Pair 1: 1000 MB/s against min(2000, 3000); pair 2: 500 MB/s against min(5000, 1000).
+        let text = "charlie chunk=524288 rep=1 bytes=1000000000 wall=1 dl=0.5 iperf_mbps=2000 copy_mbps=3000 nm_wall=0.8\n\
+                    charlie chunk=524288 rep=2 bytes=1000000000 wall=2 dl=0.5 iperf_mbps=5000 copy_mbps=1000 nm_wall=0.9\n";
+        assert_eq!(pair_ratios(text, 524288), vec![0.5, 0.5]);
+        assert!(pair_ratios(text, 1024).is_empty());
+        let md = report(text);
+        assert!(
+            md.contains(
+                "| 512 KiB | 2 | 750 (500–1000) | 3500 (2000–5000) | 2000 (1000–3000) | \
+                 1500 (1000–2000) (copy 1, iperf3 1) ⚠ | **0.50** |"
+            ),
+            "{md}"
         );
-        assert!(md.contains("| 512 KiB | 1.50 (1.00–2.00) |"), "{md}");
-        assert!(md.contains("**0.50**"), "{md}");
+        // --no-merge at 1111 MB/s beat pair 2's ceiling of 1000 MB/s: flagged.
+        assert!(
+            md.contains("beat the measured ceiling in 1 of 2 pairs"),
+            "{md}"
+        );
+        let s = Spread::of(&[0.5, 0.6]).unwrap();
+        assert!(s.is_wide() && !Spread::of(&[0.5, 0.52]).unwrap().is_wide());
+    }
+
+    #[test]
+    fn anchors_compare_per_round() {
+        let text = "anchor rep=1 chunk=524288 bytes=1000000000 client=swarmlet servers=swarmlet wall=1 iperf_mbps=4000 copy_mbps=2000\n\
+                    anchor rep=1 chunk=524288 bytes=1000000000 client=course.py servers=course.py wall=5 iperf_mbps=4000 copy_mbps=2000\n\
+                    anchor rep=2 chunk=524288 bytes=1000000000 client=swarmlet servers=swarmlet wall=2 iperf_mbps=4000 copy_mbps=2000\n\
+                    anchor rep=2 chunk=524288 bytes=1000000000 client=course.py servers=course.py wall=5 iperf_mbps=4000 copy_mbps=2000\n";
+        let md = report(text);
+        assert!(
+            md.contains("| course.py | course.py | 200 | 0.10 | **3.75 (2.50–5.00)** |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| swarmlet | swarmlet | 750 (500–1000) | 0.38 (0.25–0.50) | **1.00** |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn plain_copy_moves_every_byte() {
+        let d = tempfile::tempdir().unwrap();
+        let (src, dest) = (d.path().join("src"), d.path().join("dest"));
+        make_file(&src, 5_000_005, 3).unwrap();
+        std::fs::write(&dest, b"stale").unwrap();
+        let r = copy_rate(&src, &dest).unwrap();
+        assert_eq!(r.bytes, 5_000_005);
+        assert_eq!(std::fs::read(&src).unwrap(), std::fs::read(&dest).unwrap());
+    }
+
+    #[test]
+    fn iperf3_reports_are_read_from_the_receiver() {
+        let json = r#"{"start": {}, "end": {"sum_sent": {"bytes": 9, "seconds": 1.0},
+            "sum_received": {"bytes": 6000000000, "seconds": 3.0}}}"#;
+        let r = parse_iperf3_json(json).unwrap();
+        assert_eq!((r.bytes, r.secs), (6_000_000_000, 3.0));
+        assert_eq!(r.mb_per_s(), 2000.0);
+        assert!(matches!(
+            parse_iperf3_json(r#"{"error": "x"}"#),
+            Err(Iperf3Error::NoResult)
+        ));
+        assert!(matches!(
+            parse_iperf3_json("not json"),
+            Err(Iperf3Error::Json(_))
+        ));
     }
 
     #[test]

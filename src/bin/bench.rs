@@ -38,6 +38,30 @@ enum Cmd {
         /// File to write (removed afterwards)
         dest: PathBuf,
     },
+    /// The tmpfs half of the ceiling: one plain copy of SRC into DEST (removed afterwards)
+    Copy {
+        /// File to copy
+        src: PathBuf,
+        /// Copy to write
+        dest: PathBuf,
+    },
+    /// The loopback half of the ceiling: iperf3 server and client on 127.0.0.1
+    Iperf3 {
+        /// Seconds the client sends
+        #[arg(long, default_value_t = 3)]
+        secs: u32,
+        /// The iperf3 program
+        #[arg(long, default_value = "iperf3")]
+        program: String,
+    },
+    /// Median, min-max of the charlie/ceiling pair ratios of one chunk size so far
+    Spread {
+        /// The results file
+        results: PathBuf,
+        /// Chunk size (bytes)
+        #[arg(long)]
+        chunk: u64,
+    },
     /// SHA-1 rate of one core over FILE (hashing time only)
     Sha1 {
         /// File to hash
@@ -159,6 +183,40 @@ fn main() -> ExitCode {
                     r.bytes,
                     r.secs,
                     r.mb_per_s()
+                );
+            }
+            Cmd::Copy { src, dest } => {
+                let r = bench::copy_rate(&src, &dest);
+                let _ = std::fs::remove_file(&dest);
+                let r = r?;
+                println!(
+                    "copy bytes={} secs={:.4} mbps={:.1}",
+                    r.bytes,
+                    r.secs,
+                    r.mb_per_s()
+                );
+            }
+            Cmd::Iperf3 { secs, program } => {
+                let r = bench::iperf3_rate(&program, secs)?;
+                println!(
+                    "iperf3 bytes={} secs={:.4} mbps={:.1}",
+                    r.bytes,
+                    r.secs,
+                    r.mb_per_s()
+                );
+            }
+            Cmd::Spread { results, chunk } => {
+                let ratios = bench::pair_ratios(&std::fs::read_to_string(results)?, chunk);
+                let s = bench::Spread::of(&ratios)
+                    .ok_or_else(|| anyhow::anyhow!("no pair of {chunk}-byte chunks yet"))?;
+                println!(
+                    "spread n={} median={:.3} min={:.3} max={:.3} range={:.3} wide={}",
+                    s.n,
+                    s.median,
+                    s.min,
+                    s.max,
+                    s.relative_range(),
+                    u8::from(s.is_wide())
                 );
             }
             Cmd::Sha1 { file } => {
