@@ -118,4 +118,44 @@ printf '%s' "$H" | seed hash_text hex
 printf '%s.bin' "$H" | seed hash_text file-name
 printf '%s.bin' "$H" | tr a-f A-F | seed hash_text upper-file-name
 
+# --- BitTorrent: peer wire (2 bytes of piece count, then the stream) -----------------
+IH=$(sha1_of infohash)
+HS="13 $(hex_of 'BitTorrent protocol') 0000000000100005 $IH $(hex_of -SW0100-abcdefghijkl)"
+# 10 pieces: a 2-byte bitfield, spare bits zero.
+MSGS="00000000 0000000100 0000000101 0000000102 0000000103 0000000504 00000007"
+MSGS+=" 0000000305 a040 0000000d06 00000001 00004000 00004000"
+MSGS+=" 0000000c07 00000002 00000003 090807 0000000d08 00000009 00000000 00000001 000000030 91ae1"
+bytes "000a $HS $MSGS" | seed peer_wire handshake-and-messages
+bytes "000a 0000000504 00000009 0000000302 a0 0000000314 0102 ffffffff05" | seed peer_wire bad-then-huge
+bytes "0000 0000000105 0000000d06 00000000 00000000 00100000" | seed peer_wire no-pieces
+bytes "8f 0123456789abcdef" | seed peer_wire mse-opening
+
+# --- UDP tracker: requests (mode byte: bit 0 valid connection id, bit 1 IPv6) ----------
+CONNECT="$(printf '%016x' 4497486125440) 00000000 00000007"
+ANN="0000000000000000 00000001 00000009 $IH $(hex_of -SW0100-abcdefghijkl) $(printf '%016x' 0) $(printf '%016x' 100) $(printf '%016x' 0) 00000002 00000000 00000000 ffffffff 1ae1"
+bytes "00 $CONNECT" | seed udp_tracker connect
+bytes "01 $ANN" | seed udp_tracker announce
+bytes "03 $ANN" | seed udp_tracker announce-v6
+bytes "01 0000000000000000 00000002 0000000a $IH $(sha1_of other)" | seed udp_tracker scrape
+bytes "01 0000000000000000 00000005 0000000b" | seed udp_tracker unknown-action
+# ... and replies (mode byte: bit 0 IPv6 peers, bits 1-7 hashes scraped)
+bytes "00 00000001 00000009 00000708 00000002 00000001 7f0000011ae1 0a0000011ae2" | seed udp_reply announce
+bytes "01 00000001 00000009 00000708 00000000 00000001 00000000000000000000000000000001 1ae1" | seed udp_reply announce-v6
+bytes "04 00000002 0000000a 00000001 00000005 00000002 00000000 00000000 00000000" | seed udp_reply scrape-2
+bytes "00 00000003 00000009 $(hex_of 'unknown torrent')" | seed udp_reply error
+
+# --- HTTP tracker: queries and request heads ---------------------------------------------
+Q="info_hash=%12%34Vx%9A%BC%DE%F1%23Eg%89%AB%CD%EF%124Vx%9A&peer_id=-TR3000-abcdefghijkl&port=51413&uploaded=0&downloaded=0&left=100&event=started&compact=1&numwant=80"
+printf '%s' "$Q" | seed http_announce announce-query
+printf 'GET /announce?%s HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: x\r\n\r\n' "$Q" | seed http_announce announce-head
+printf 'GET /announce?%s&compact=0&no_peer_id=0 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n' "$Q" | seed http_announce dict-head
+printf 'GET /scrape?info_hash=%%124Vx%%9A%%BC%%DE%%F1%%23Eg%%89%%AB%%CD%%EF%%124Vx%%9A HTTP/1.1\r\n\r\n' | seed http_announce scrape-head
+printf 'GET /stats.json HTTP/1.1\r\nContent-Length: 5\r\n\r\n' | seed http_announce stats
+
+# --- bvTorrent (selector byte: 0 descriptor, 1 client list, 2 client to tracker) -----------
+D224=$(printf abcd | sha224sum | cut -c1-56)
+{ printf '\x00a b.bin\n4\n2\n4,%s\n1,%s\n' "$D224" "$(printf e | sha224sum | cut -c1-56)"; } | seed bv_lines descriptor
+printf '\x01\x033\n127.0.0.1:5000,101\n[::1]:5001,111\n1.2.3.4:x,000\n' | seed bv_lines client-list
+printf '\x02\x035000,101\nUPDATE_MASK\n111\nCLIENT_LIST\nDISCONNECT!\n' | seed bv_lines session
+
 echo "seeds written under $(pwd)/corpus/"

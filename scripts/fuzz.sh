@@ -56,7 +56,11 @@ declare -A execs verdict
 crashed=0
 for t in "${targets[@]}"; do
     dict=()
-    case $t in peers_ini | file_ini) dict=(-dict="$root/fuzz/dict/ini.dict") ;; esac
+    case $t in
+        peers_ini | file_ini) dict=(-dict="$root/fuzz/dict/ini.dict") ;;
+        http_announce) dict=(-dict="$root/fuzz/dict/http.dict") ;;
+        bv_lines) dict=(-dict="$root/fuzz/dict/bv.dict") ;;
+    esac
     echo "== $t: fuzzing for ${secs}s"
     mkdir -p "fuzz/artifacts/$t"
     status=0

@@ -12,7 +12,11 @@ fuzz_target!(|data: &[u8]| {
             let owned = node.to_owned_value();
             let enc = owned.encode();
             let again = decode(&enc).expect("a canonical encoding decodes");
-            assert_eq!(again.to_owned_value(), owned, "round trip changed the value");
+            assert_eq!(
+                again.to_owned_value(),
+                owned,
+                "round trip changed the value"
+            );
         }
         Err(e) => {
             assert!(e.offset <= data.len(), "error offset past the input: {e}");

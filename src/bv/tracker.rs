@@ -99,11 +99,7 @@ impl TrackerService {
             let block = r.exact(codec::COMMAND_LEN)?;
             match Command::parse(&block) {
                 Some(Command::UpdateMask) => {
-                    let mut mask = r.exact(self.chunks + 1)?;
-                    if mask.pop() != Some(b'\n') {
-                        return Err(codec::CodecError::BadMask.into());
-                    }
-                    codec::check_mask(&mask, self.chunks)?;
+                    let mask = parse_mask_update(r.exact(self.chunks + 1)?, self.chunks)?;
                     if let Some(x) = self.members().iter_mut().find(|x| x.owner == owner) {
                         x.entry.mask = mask;
                     }
@@ -126,6 +122,17 @@ impl TrackerService {
             }
         }
     }
+}
+
+/// The mask line after `UPDATE_MASK\n`: exactly `chunks` characters `0`/`1` and `\n`
+/// (the tracker reads `chunks + 1` bytes). Sans-IO, so the fuzz and property tests reach
+/// it with arbitrary bytes.
+pub fn parse_mask_update(mut line: Vec<u8>, chunks: usize) -> Result<Vec<u8>, codec::CodecError> {
+    if line.pop() != Some(b'\n') {
+        return Err(codec::CodecError::BadMask);
+    }
+    codec::check_mask(&line, chunks)?;
+    Ok(line)
 }
 
 impl Handler for TrackerService {

@@ -150,6 +150,60 @@ pub fn announce_url(
     UdpTracker::new(addr, *config)?.announce(req)
 }
 
+/// Parses an announce reply (action 1, transaction id already matched): interval,
+/// leechers, seeders, then compact peers of the tracker's address family (`v6`).
+/// Sans-IO, so that the fuzz and property tests reach it with arbitrary bytes.
+pub fn parse_announce_reply(reply: &[u8], v6: bool) -> Result<AnnounceResponse, UdpError> {
+    if reply.len() < 20 {
+        return Err(UdpError::Short {
+            action: ACTION_ANNOUNCE,
+            len: reply.len(),
+        });
+    }
+    let be = |i: usize| u32::from_be_bytes([reply[i], reply[i + 1], reply[i + 2], reply[i + 3]]);
+    let peers = if v6 {
+        parse_compact_v6(&reply[20..])?
+    } else {
+        parse_compact_v4(&reply[20..])?
+    };
+    Ok(AnnounceResponse {
+        interval: Duration::from_secs(be(8).into()),
+        min_interval: None,
+        peers,
+        leechers: Some(be(12)),
+        seeders: Some(be(16)),
+        warning: None,
+        tracker_id: None,
+    })
+}
+
+/// Parses a scrape reply (action 2, transaction id already matched) for `want` hashes:
+/// exactly one 12-byte entry per hash. Sans-IO, like [`parse_announce_reply`]; a reply
+/// shorter than its 8-byte head is [`UdpError::Short`].
+pub fn parse_scrape_reply(reply: &[u8], want: usize) -> Result<Vec<ScrapeEntry>, UdpError> {
+    let entries = reply.get(8..).ok_or(UdpError::Short {
+        action: ACTION_SCRAPE,
+        len: reply.len(),
+    })?;
+    if Some(entries.len()) != want.checked_mul(12) {
+        return Err(UdpError::ScrapeEntries {
+            want,
+            got: entries.len() / 12,
+        });
+    }
+    Ok(entries
+        .chunks_exact(12)
+        .map(|c| {
+            let be = |i: usize| u32::from_be_bytes([c[i], c[i + 1], c[i + 2], c[i + 3]]);
+            ScrapeEntry {
+                seeders: be(0),
+                completed: be(4),
+                leechers: be(8),
+            }
+        })
+        .collect())
+}
+
 /// A client of one UDP tracker.
 pub struct UdpTracker {
     socket: UdpSocket,
@@ -204,27 +258,7 @@ impl UdpTracker {
         body.extend_from_slice(&numwant.to_be_bytes());
         body.extend_from_slice(&req.port.to_be_bytes());
         let reply = self.call(ACTION_ANNOUNCE, &body)?;
-        if reply.len() < 20 {
-            return Err(UdpError::Short {
-                action: ACTION_ANNOUNCE,
-                len: reply.len(),
-            });
-        }
-        let be =
-            |i: usize| u32::from_be_bytes([reply[i], reply[i + 1], reply[i + 2], reply[i + 3]]);
-        let peers = match self.tracker {
-            SocketAddr::V4(_) => parse_compact_v4(&reply[20..])?,
-            SocketAddr::V6(_) => parse_compact_v6(&reply[20..])?,
-        };
-        Ok(AnnounceResponse {
-            interval: Duration::from_secs(be(8).into()),
-            min_interval: None,
-            peers,
-            leechers: Some(be(12)),
-            seeders: Some(be(16)),
-            warning: None,
-            tracker_id: None,
-        })
+        parse_announce_reply(&reply, self.tracker.is_ipv6())
     }
 
     /// Scrapes up to [`MAX_SCRAPE_HASHES`] torrents; one entry per hash, in order.
@@ -234,24 +268,7 @@ impl UdpTracker {
         }
         let body = hashes.concat();
         let reply = self.call(ACTION_SCRAPE, &body)?;
-        let entries = &reply[8..];
-        if entries.len() != hashes.len() * 12 {
-            return Err(UdpError::ScrapeEntries {
-                want: hashes.len(),
-                got: entries.len() / 12,
-            });
-        }
-        Ok(entries
-            .chunks_exact(12)
-            .map(|c| {
-                let be = |i: usize| u32::from_be_bytes([c[i], c[i + 1], c[i + 2], c[i + 3]]);
-                ScrapeEntry {
-                    seeders: be(0),
-                    completed: be(4),
-                    leechers: be(8),
-                }
-            })
-            .collect())
+        parse_scrape_reply(&reply, hashes.len())
     }
 
     /// Sends `action` with `body` after a connection id (connecting when needed) and
