@@ -240,8 +240,9 @@ fn udp_connect_announce_and_no_reply_without_a_valid_connection_id() {
     );
 }
 
-#[test]
-fn a_libtorrent_seeder_and_leecher_complete_a_swarm_through_it_over_http() {
+/// Runs tests/reference/lt_swarm.py (a libtorrent seeder and leecher in one process)
+/// against our tracker at `url_of(port)`.
+fn libtorrent_swarm(url_of: fn(u16) -> String) {
     require_program("python3", "python3");
     let lt = Command::new("/usr/bin/python3")
         .args(["-c", "import libtorrent"])
@@ -255,7 +256,8 @@ fn a_libtorrent_seeder_and_leecher_complete_a_swarm_through_it_over_http() {
     let work = tempfile::tempdir().unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/reference/lt_swarm.py");
     let out = Command::new("/usr/bin/python3")
-        .args([script, &format!("http://127.0.0.1:{port}/announce")])
+        .arg(script)
+        .arg(url_of(port))
         .arg(work.path())
         .output()
         .expect("run /usr/bin/python3 (Debian package python3-libtorrent)");
@@ -266,4 +268,47 @@ fn a_libtorrent_seeder_and_leecher_complete_a_swarm_through_it_over_http() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("identical"));
+}
+
+/// A libtorrent seeder and leecher (two sessions in one process) meet through the
+/// tracker at `scheme://127.0.0.1:PORT/announce` and the leecher ends with the file.
+fn libtorrent_swarm_through(scheme: &str) {
+    require_program("python3", "python3");
+    let lt = Command::new("/usr/bin/python3")
+        .args(["-c", "import libtorrent"])
+        .status();
+    assert!(
+        matches!(lt, Ok(s) if s.success()),
+        "needs /usr/bin/python3 with libtorrent (Debian package python3-libtorrent): run scripts/test.sh, which installs it"
+    );
+    let port = free_port();
+    let t = start_tracker(port);
+    let work = tempfile::tempdir().unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/reference/lt_swarm.py");
+    let out = Command::new("/usr/bin/python3")
+        .args([script, &format!("{scheme}://127.0.0.1:{port}/announce")])
+        .arg(work.path())
+        .output()
+        .expect("run /usr/bin/python3 (Debian package python3-libtorrent)");
+    assert!(
+        out.status.success(),
+        "{}{}\ntracker log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        t.0.log_text()
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("identical"));
+}
+
+#[test]
+fn a_libtorrent_seeder_and_leecher_complete_a_swarm_through_it_over_http() {
+    libtorrent_swarm_through("http");
+}
+
+/// libtorrent shares one UDP connection id per tracker among all sessions of a process,
+/// so the leecher announces with an id the tracker handed to the seeder's socket: the
+/// id must bind the IP, not the port.
+#[test]
+fn a_libtorrent_seeder_and_leecher_complete_a_swarm_through_it_over_udp() {
+    libtorrent_swarm_through("udp");
 }

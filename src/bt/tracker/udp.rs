@@ -3,9 +3,15 @@
 //! [`serve`] is the receive loop.
 //!
 //! Anti-spoofing: a connection id is the first 8 bytes of SHA-1(secret, time bucket,
-//! client address). Only someone who received our connect reply at that address knows
+//! client IP address). Only someone who received our connect reply at that address knows
 //! it, so an announce or scrape with a forged source address gets no reply: the tracker
 //! cannot be used to reflect traffic at a victim.
+//!
+//! The id binds the IP, not the port, as opentracker's and aquatic's do: libtorrent keeps
+//! one connection-id cache per process keyed by tracker address, so a second session (or
+//! a second listen socket) of the same program announces from another source port with
+//! the id the first one obtained. Binding the port dropped those announces silently and
+//! libtorrent's leecher timed out. A spoofer still has to receive at the victim's IP.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -90,7 +96,6 @@ fn connection_id_at(secret: &Secret, client: SocketAddr, bucket: u64) -> u64 {
         IpAddr::V4(ip) => h.update(ip.octets()),
         IpAddr::V6(ip) => h.update(ip.octets()),
     }
-    h.update(client.port().to_be_bytes());
     let d = h.finalize();
     u64::from_be_bytes(d[..8].try_into().expect("8 of 20 bytes"))
 }
@@ -100,7 +105,7 @@ pub fn connection_id(secret: &Secret, client: SocketAddr, now: SystemTime) -> u6
     connection_id_at(secret, client, bucket(now))
 }
 
-/// Is `id` one we handed to `client` within the last one or two buckets?
+/// Is `id` one we handed to `client`'s IP within the last one or two buckets?
 pub fn valid_id(secret: &Secret, client: SocketAddr, id: u64, now: SystemTime) -> bool {
     let b = bucket(now);
     id == connection_id_at(secret, client, b)
@@ -152,6 +157,7 @@ pub fn handle_datagram(
         return Some(out);
     }
     if !valid_id(secret, client, u64_at(d, 0), now) {
+        log::debug!("udp tracker: {client}: action {action} with an unknown connection id");
         return None;
     }
     let reply = match action {
@@ -290,7 +296,9 @@ mod tests {
         let id = connection_id(&s, client(), t0);
         assert!(valid_id(&s, client(), id, t0 + Duration::from_secs(60)));
         assert!(!valid_id(&s, client(), id, t0 + Duration::from_secs(200)));
-        assert!(!valid_id(&s, "127.0.0.1:5001".parse().unwrap(), id, t0));
+        assert!(!valid_id(&s, "127.0.0.2:5000".parse().unwrap(), id, t0));
+        // Another source port of the same host: libtorrent's sessions share one id.
+        assert!(valid_id(&s, "127.0.0.1:5001".parse().unwrap(), id, t0));
     }
 
     #[test]
