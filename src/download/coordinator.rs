@@ -34,8 +34,6 @@ pub(super) struct Piece {
     pub(super) indexes: Vec<usize>,
     /// Live peers still worth asking for this piece.
     candidates: Vec<PeerId>,
-    /// Every peer that ever had it, for the failure message.
-    ever: Vec<PeerId>,
     /// Why a peer did not deliver it, the latest per peer.
     why: Vec<(PeerId, Why)>,
     state: PieceState,
@@ -122,7 +120,6 @@ fn group_pieces(plan: &Plan) -> (Vec<Piece>, Vec<PieceId>) {
                 len,
                 indexes: Vec::new(),
                 candidates: Vec::new(),
-                ever: Vec::new(),
                 why: Vec::new(),
                 state: PieceState::Pending,
                 fetchers: Vec::new(),
@@ -383,9 +380,6 @@ impl Coordinator {
             return None;
         }
         piece.candidates.push(p);
-        if !piece.ever.contains(&p) {
-            piece.ever.push(p);
-        }
         Some(id)
     }
 
@@ -795,7 +789,10 @@ impl Coordinator {
         missing.sort_unstable();
         let per_piece = failed.iter().map(|piece| {
             let mut holders: Vec<(String, Why)> = Vec::new();
-            for &q in &piece.ever {
+            // Every peer that had it (what a peer has is kept after it is dropped): not
+            // kept per piece, which would cost a list per piece for the error alone.
+            let had = |q: usize| piece.indexes.iter().any(|&i| self.peers[q].has.has(i));
+            for q in (0..self.peers.len()).filter(|&q| had(q)) {
                 let why = piece
                     .why
                     .iter()

@@ -570,12 +570,13 @@ fn a_live_swarm_waits_for_peers_that_join_and_learn_more() {
             .unwrap();
             thread::sleep(Duration::from_millis(300));
             has.set(2);
+            tx.send(SwarmEvent::Leave(never.addr)).unwrap();
+            // The last event: the download may end (and drop the receiver) right after.
             tx.send(SwarmEvent::Has {
                 addr: joiner.addr,
                 has,
             })
             .unwrap();
-            tx.send(SwarmEvent::Leave(never.addr)).unwrap();
         });
         s.run_live(Some(rx), &Options::default())
     });
