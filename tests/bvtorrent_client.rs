@@ -497,3 +497,75 @@ fn a_listed_holder_nobody_listens_for_is_skipped() {
             || leech.log_text().contains("Connection refused")
     );
 }
+
+/// A fake holder on its own thread: serves each requested chunk from `data` after
+/// `delay`, and records every request for a chunk its `mask` does not list (some
+/// clients' listeners die on those). Returns its port and the requests it got.
+fn fake_holder(
+    data: Vec<u8>,
+    mask: Vec<bool>,
+    delay: Duration,
+) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<usize>>>) {
+    use std::io::{BufRead, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming().take(1000) {
+            let Ok(s) = s else { continue };
+            let (data, mask, seen) = (data.clone(), mask.clone(), seen.clone());
+            std::thread::spawn(move || {
+                s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+                let mut r = std::io::BufReader::new(&s);
+                let mut line = String::new();
+                if r.read_line(&mut line).is_err() {
+                    return;
+                }
+                let Ok(i) = line.trim().parse::<usize>() else {
+                    return;
+                };
+                seen.lock().unwrap().push(i);
+                if !mask.get(i).copied().unwrap_or(false) {
+                    return; // close: what a holder without the chunk does
+                }
+                std::thread::sleep(delay);
+                let start = i * CHUNK as usize;
+                let end = (start + CHUNK as usize).min(data.len());
+                let _ = (&s).write_all(&data[start..end]);
+            });
+        }
+    });
+    (port, asked)
+}
+
+#[test]
+fn holders_are_asked_only_for_chunks_their_masks_list_and_slow_holders_are_waited_for() {
+    // A holder listing only chunk 0, beside a seed: it is never asked for another chunk.
+    let s = Swarm::new(8 * CHUNK as usize, 17);
+    let (_t, addr) = start_tracker(Tracker::Ours, &s.file(), &s.logs());
+    let mut mask = vec![false; 8];
+    mask[0] = true;
+    let (port, asked) = fake_holder(s.data.clone(), mask.clone(), Duration::ZERO);
+    let (member, _) = TrackerSession::connect(addr).unwrap();
+    member.register(port, &Bitfield::from_bools(mask)).unwrap();
+    let obs = Observer::join(addr);
+    let _seed = theirs("seed", addr, &s.seed_dir("seed"), &s.logs(), &[]);
+    obs.wait_seeds(1);
+    let mut leech = ours("leech", addr, &s.sub("leech"), &s.logs(), true);
+    wait_exit(&mut leech);
+    s.assert_has("leech");
+    let asked = asked.lock().unwrap().clone();
+    assert!(asked.iter().all(|&i| i == 0), "asked for {asked:?}");
+
+    // The only holder answers each chunk after 3 s (it queues connections): waited for.
+    let s = Swarm::new(2 * CHUNK as usize, 18);
+    let (_t, addr) = start_tracker(Tracker::Ours, &s.file(), &s.logs());
+    let (port, asked) = fake_holder(s.data.clone(), vec![true; 2], Duration::from_secs(3));
+    let (member, _) = TrackerSession::connect(addr).unwrap();
+    member.register(port, &Bitfield::full(2)).unwrap();
+    let mut leech = ours("slow", addr, &s.sub("slow"), &s.logs(), true);
+    wait_exit(&mut leech);
+    s.assert_has("slow");
+    assert_eq!(asked.lock().unwrap().len(), 2, "each chunk asked once");
+}
