@@ -21,7 +21,7 @@ const PROGRESS_THRESHOLD: u64 = 64 * 1024 * 1024;
 /// first creates files/, chunks/<peer>/ and a config/peers.ini with the course defaults
 /// (tracker :8000, alice :8001, bob :8002), saying so.
 #[derive(Debug, Parser)]
-#[command(name = "create_chunks", version, about)]
+#[command(name = env!("CARGO_BIN_NAME"), version, about)]
 struct Args {
     /// Name of the file to split, inside files/
     name: String,

@@ -14,7 +14,7 @@ use swarmlet::store::ChunkStore;
 /// Merge chunks/charlie/*.bin into chunks/charlie/<filename>, in the order of
 /// config/file.ini; fails naming every missing chunk.
 #[derive(Debug, Parser)]
-#[command(name = "merge_chunks", version, about)]
+#[command(name = env!("CARGO_BIN_NAME"), version, about)]
 struct Args {
     #[command(flatten)]
     root: RootArg,
