@@ -180,3 +180,31 @@ fn a_count_of_one_is_singular() {
         "charlie step 3",
     );
 }
+
+#[test]
+fn create_and_merge_name_one_chunk_in_the_singular() {
+    let root = root_with_peers("");
+    fs::write(root.path().join("files/x"), b"hello\n").unwrap();
+    let out = run_in(root.path(), "create_chunks", &["x"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    for want in ["into 1 chunk of", "alice: 1 chunk in", "bob: 0 chunks in"] {
+        assert!(err.contains(want), "{want:?} not in {err}");
+    }
+    // Gather alice's single chunk as a download would, then merge.
+    for e in fs::read_dir(root.path().join("chunks/alice")).unwrap() {
+        let e = e.unwrap();
+        fs::copy(
+            e.path(),
+            root.path().join("chunks/charlie").join(e.file_name()),
+        )
+        .unwrap();
+    }
+    let out = run_in(root.path(), "merge_chunks", &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("merged 1 chunk (6 bytes)"),
+        "{}",
+        stderr(&out)
+    );
+}

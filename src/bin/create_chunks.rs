@@ -92,9 +92,9 @@ fn main() -> ExitCode {
         let n = manifest.chunks.len();
         let last = size - (n as u64 - 1) * args.chunk_size as u64;
         log::info!(
-            "split {} ({size} bytes) into {n} chunk{} of {} bytes (last {last} bytes)",
+            "split {} ({size} bytes) into {} of {} bytes (last {last} bytes)",
             display_path(&root.files_dir().join(&manifest.filename)),
-            if n == 1 { "" } else { "s" },
+            swarmlet::text::count(n, "chunk", "chunks"),
             args.chunk_size,
         );
         for peer in &args.peers {
@@ -104,7 +104,8 @@ fn main() -> ExitCode {
                 .filter(|c| c.peers.contains(peer))
                 .count();
             log::info!(
-                "  {peer}: {count} chunks in {}",
+                "  {peer}: {} in {}",
+                swarmlet::text::count(count, "chunk", "chunks"),
                 display_path(&root.chunks_dir(peer))
             );
         }

@@ -33,8 +33,8 @@ fn main() -> ExitCode {
         let (_, dest) = chunker::original_and_merged(&root, &manifest.filename);
         let bytes = chunker::merge_chunks(&store, &hashes, &dest)?;
         log::info!(
-            "merged {} chunks ({bytes} bytes) into {}",
-            hashes.len(),
+            "merged {} ({bytes} bytes) into {}",
+            swarmlet::text::count(hashes.len(), "chunk", "chunks"),
             display_path(&dest)
         );
         Ok(())
