@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Writes the seed corpus of every fuzz target into fuzz/corpus/<target>/seed-*, from the
-# test vectors of shared/spec/course-protocol.md and the course's INI layouts.
+# test vectors of docs/PROTOCOL.md and the course's INI layouts.
 # Idempotent; nothing binary is committed (fuzz/corpus is git-ignored).
 # Usage: fuzz/seeds.sh            (run from anywhere)
 set -euo pipefail

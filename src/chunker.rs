@@ -421,8 +421,9 @@ pub enum MergeError {
     NoChunks,
     /// Chunks absent from the store; nothing was written.
     #[error(
-        "missing {} of {total} chunks in {dir}: chunk{} {}",
+        "missing {} of {} in {dir}: chunk{} {}",
         missing.len(),
+        crate::text::count(*total, "chunk", "chunks"),
         if missing.len() == 1 { "" } else { "s" },
         IndexList(missing)
     )]

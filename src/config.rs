@@ -39,6 +39,26 @@ pub enum ConfigError {
         /// The parser's message.
         msg: String,
     },
+    /// config/file.ini does not exist: nothing has been cut into chunks yet.
+    #[error("{path}: no such file; run create_chunks FILE first")]
+    NoFileIni {
+        /// The file.
+        path: String,
+    },
+    /// The file holds no `[section]` at all (empty, or only comments).
+    #[error("{path}: the file is empty (it has no [section])")]
+    NoSections {
+        /// The file.
+        path: String,
+    },
+    /// A section the program needs is not in the file.
+    #[error("{path}: no [{section}] section")]
+    MissingSection {
+        /// The file.
+        path: String,
+        /// The section looked for.
+        section: String,
+    },
     /// A value is missing or wrong.
     #[error("{path}: [{section}] {key}: {msg}")]
     Value {
@@ -287,11 +307,21 @@ impl PeersConfig {
 
     /// The tracker's address, or an error naming the file.
     pub fn tracker(&self, path: &Path) -> Result<SocketAddrV4, ConfigError> {
-        self.get(TRACKER_SECTION).ok_or_else(|| ConfigError::Value {
+        self.require(TRACKER_SECTION, path)
+    }
+
+    /// The address of entry `name`, or an error naming the file (`path`): an empty file
+    /// is reported as empty, not as one that lacks this particular section, since adding
+    /// that one section is not the fix then.
+    pub fn require(&self, name: &str, path: &Path) -> Result<SocketAddrV4, ConfigError> {
+        if self.entries.is_empty() {
+            return Err(ConfigError::NoSections {
+                path: display_path(path),
+            });
+        }
+        self.get(name).ok_or_else(|| ConfigError::MissingSection {
             path: display_path(path),
-            section: TRACKER_SECTION.into(),
-            key: "*".into(),
-            msg: "no [tracker] section".into(),
+            section: name.into(),
         })
     }
 
@@ -332,7 +362,12 @@ impl FileManifest {
     /// Reads a file.ini: `[description] filename, chunks_count`, then `[chunks]` and
     /// `[chunks_peers]` keyed `0 .. chunks_count-1`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let (shown, text) = read_text(path)?;
+        let (shown, text) = read_text(path).map_err(|e| match e {
+            ConfigError::Io { path, source } if source.kind() == io::ErrorKind::NotFound => {
+                ConfigError::NoFileIni { path }
+            }
+            e => e,
+        })?;
         Self::parse(&text, &shown)
     }
 
@@ -398,6 +433,31 @@ impl FileManifest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn empty_file_missing_section_and_missing_file_ini_are_told_apart() {
+        let p = Path::new("config/peers.ini");
+        for text in ["", "; nothing but a comment\n"] {
+            let empty = PeersConfig::parse(text, "config/peers.ini").unwrap();
+            assert_eq!(
+                empty.require("alice", p).unwrap_err().to_string(),
+                "config/peers.ini: the file is empty (it has no [section])"
+            );
+        }
+        let one =
+            PeersConfig::parse("[alice]\nip_address=127.0.0.1\nport_number=8001\n", "x").unwrap();
+        assert_eq!(
+            one.tracker(p).unwrap_err().to_string(),
+            "config/peers.ini: no [tracker] section"
+        );
+        let d = tempfile::tempdir().unwrap();
+        let err = FileManifest::load(&d.path().join("file.ini")).unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("file.ini: no such file; run create_chunks FILE first"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn peers_round_trip_and_errors() {

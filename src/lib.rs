@@ -17,6 +17,7 @@ pub mod init;
 pub mod root;
 pub mod server;
 pub mod store;
+pub mod text;
 pub mod wire;
 
 // The generalised engine's building blocks (one engine for every protocol).

@@ -188,9 +188,9 @@ impl Server {
         let slot = Slot(self.active.clone());
         if now > self.limits.max_connections {
             log::warn!(
-                "{}: refusing {peer}: {} connections already (limit {})",
+                "{}: refusing {peer}: {} already (limit {})",
                 self.name,
-                now - 1,
+                crate::text::count(now - 1, "connection", "connections"),
                 self.limits.max_connections
             );
             return; // dropping `stream` closes it; dropping `slot` frees the count

@@ -1,4 +1,4 @@
-//! The course wire codec: the 7 messages of `shared/spec/course-protocol.md`, as bytes.
+//! The course wire codec: the 7 messages of `docs/PROTOCOL.md` (course protocol), as bytes.
 //!
 //! This module knows bytes and [`std::io::Read`], never sockets. Servers and the downloader
 //! put it on a connection. Everything here is strict by default: a tolerance for another

@@ -1,6 +1,6 @@
-//! Every test vector of `shared/spec/course-protocol.md`, byte for byte, both ways.
+//! Every test vector of `docs/PROTOCOL.md` (section "Test vectors"), byte for byte, both ways.
 //!
-//! The expected bytes are written out by hand from the spec (never produced by the codec),
+//! The expected bytes are written out by hand from the protocol description (never produced by the codec),
 //! so a change to the encoder's layout shows up here as an exact byte difference.
 
 mod common;

@@ -12,7 +12,7 @@ use swarmlet::store::ChunkStore;
 
 /// Measuring tools for scripts/bench.sh (loopback only; every load is bounded).
 #[derive(Parser)]
-#[command(version, about)]
+#[command(name = env!("CARGO_BIN_NAME"), version, about)]
 struct Args {
     #[command(subcommand)]
     cmd: Cmd,

@@ -8,7 +8,7 @@ use swarmlet::bv::{codec, tracker};
 
 /// bvTorrent tracker, byte-compatible with the classic one.
 #[derive(Parser)]
-#[command(version)]
+#[command(name = env!("CARGO_BIN_NAME"), version)]
 struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "0.0.0.0:42424")]
@@ -30,9 +30,9 @@ fn serve(a: &Args) -> anyhow::Result<()> {
     let desc = codec::Descriptor::from_file(&a.file, a.chunk_size)?;
     let server = swarmlet::server::Server::bind(&a.listen, tracker::limits(), "bv-tracker")?;
     log::info!(
-        "serving {} ({} chunks)",
+        "serving {} ({})",
         a.file.display(),
-        desc.chunks.len()
+        swarmlet::text::count(desc.chunks.len(), "chunk", "chunks")
     );
     server.run(Arc::new(tracker::TrackerService::new(&desc)))?;
     Ok(())

@@ -6,7 +6,7 @@ use swarmlet::course::charlie::{CharlieArgs, run};
 
 /// Downloads the shared file into chunks/charlie/, verifying every chunk.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(name = env!("CARGO_BIN_NAME"), version, about)]
 struct Args {
     #[command(flatten)]
     charlie: CharlieArgs,

@@ -13,7 +13,7 @@ use swarmlet::root::display_path;
 ///
 /// The filename comes from config/file.ini unless NAME is given.
 #[derive(Debug, Parser)]
-#[command(name = "check_file", version, about)]
+#[command(name = env!("CARGO_BIN_NAME"), version, about)]
 struct Args {
     /// File name to check (default: the filename in config/file.ini)
     name: Option<String>,

@@ -21,7 +21,7 @@ const PROGRESS_THRESHOLD: u64 = 64 * 1024 * 1024;
 /// first creates files/, chunks/<peer>/ and a config/peers.ini with the course defaults
 /// (tracker :8000, alice :8001, bob :8002), saying so.
 #[derive(Debug, Parser)]
-#[command(name = "create_chunks", version, about)]
+#[command(name = env!("CARGO_BIN_NAME"), version, about)]
 struct Args {
     /// Name of the file to split, inside files/
     name: String,
@@ -92,9 +92,9 @@ fn main() -> ExitCode {
         let n = manifest.chunks.len();
         let last = size - (n as u64 - 1) * args.chunk_size as u64;
         log::info!(
-            "split {} ({size} bytes) into {n} chunk{} of {} bytes (last {last} bytes)",
+            "split {} ({size} bytes) into {} of {} bytes (last {last} bytes)",
             display_path(&root.files_dir().join(&manifest.filename)),
-            if n == 1 { "" } else { "s" },
+            swarmlet::text::count(n, "chunk", "chunks"),
             args.chunk_size,
         );
         for peer in &args.peers {
@@ -104,7 +104,8 @@ fn main() -> ExitCode {
                 .filter(|c| c.peers.contains(peer))
                 .count();
             log::info!(
-                "  {peer}: {count} chunks in {}",
+                "  {peer}: {} in {}",
+                swarmlet::text::count(count, "chunk", "chunks"),
                 display_path(&root.chunks_dir(peer))
             );
         }

@@ -14,7 +14,7 @@ use swarmlet::store::ChunkStore;
 /// Merge chunks/charlie/*.bin into chunks/charlie/<filename>, in the order of
 /// config/file.ini; fails naming every missing chunk.
 #[derive(Debug, Parser)]
-#[command(name = "merge_chunks", version, about)]
+#[command(name = env!("CARGO_BIN_NAME"), version, about)]
 struct Args {
     #[command(flatten)]
     root: RootArg,
@@ -33,8 +33,8 @@ fn main() -> ExitCode {
         let (_, dest) = chunker::original_and_merged(&root, &manifest.filename);
         let bytes = chunker::merge_chunks(&store, &hashes, &dest)?;
         log::info!(
-            "merged {} chunks ({bytes} bytes) into {}",
-            hashes.len(),
+            "merged {} ({bytes} bytes) into {}",
+            swarmlet::text::count(hashes.len(), "chunk", "chunks"),
             display_path(&dest)
         );
         Ok(())

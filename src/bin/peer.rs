@@ -6,7 +6,7 @@ use swarmlet::course::peer::{PeerArgs, run};
 
 /// Serves the chunks in chunks/NAME/ over the course protocol.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(name = env!("CARGO_BIN_NAME"), version, about)]
 struct Args {
     /// The peer's name: its section in peers.ini and its directory in chunks/
     #[arg(long)]

@@ -6,7 +6,7 @@ use swarmlet::bt::cli;
 
 /// Real BitTorrent (BEP 3): make and inspect .torrent files.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(name = env!("CARGO_BIN_NAME"), version, about)]
 struct Args {
     #[command(subcommand)]
     command: Command,

@@ -6,7 +6,7 @@ use swarmlet::course::tracker::{TrackerArgs, run};
 
 /// Answers GET_FILE_INFO from config/file.ini and config/peers.ini.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(name = env!("CARGO_BIN_NAME"), version, about)]
 struct Args {
     #[command(flatten)]
     tracker: TrackerArgs,

@@ -135,10 +135,10 @@ pub fn run(args: &CharlieArgs) -> anyhow::Result<()> {
     let root = args.root.root();
     let plan = plan(args, &root)?;
     log::info!(
-        "downloading {}: {} chunks from {} peers",
+        "downloading {}: {} from {}",
         plan.name,
-        plan.len(),
-        plan.peers.len()
+        crate::text::count(plan.len(), "chunk", "chunks"),
+        crate::text::count(plan.peers.len(), "peer", "peers")
     );
     for p in &plan.peers {
         log::info!("peer {}", p.info);

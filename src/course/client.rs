@@ -58,7 +58,7 @@ impl Default for ClientLimits {
 #[derive(Debug, thiserror::Error)]
 pub enum TrackerClientError {
     /// No connection could be made after the allowed attempts.
-    #[error("tracker {addr} unreachable after {attempts} attempts: {source}")]
+    #[error("tracker {addr} unreachable after {}: {source}", crate::text::count(*attempts, "attempt", "attempts"))]
     Unreachable {
         /// The tracker's address.
         addr: SocketAddrV4,

@@ -116,7 +116,7 @@ pub enum DiscoveryError {
     #[error("cannot open a UDP broadcast socket: {0}")]
     Socket(#[source] io::Error),
     /// Every DISCOVER_TRACKER failed to leave (no route to the broadcast address...).
-    #[error("cannot send DISCOVER_TRACKER to {target} ({tries} tries): {source}")]
+    #[error("cannot send DISCOVER_TRACKER to {target} ({}): {source}", crate::text::count(*tries, "try", "tries"))]
     Send {
         /// The address.
         target: SocketAddrV4,
@@ -127,7 +127,8 @@ pub enum DiscoveryError {
     },
     /// Nobody answered.
     #[error(
-        "no tracker answered DISCOVER_TRACKER on {target} within {tries} tries of {window_ms} ms"
+        "no tracker answered DISCOVER_TRACKER on {target} within {} of {window_ms} ms",
+        crate::text::count(*tries, "try", "tries")
     )]
     NoAnswer {
         /// The address.
@@ -139,7 +140,8 @@ pub enum DiscoveryError {
     },
     /// Trackers answered, but none with the wanted name.
     #[error(
-        "no tracker named {name:?} answered DISCOVER_TRACKER on {target} within {tries} tries of {window_ms} ms (heard: {heard})"
+        "no tracker named {name:?} answered DISCOVER_TRACKER on {target} within {} of {window_ms} ms (heard: {heard})",
+        crate::text::count(*tries, "try", "tries")
     )]
     NameNotHeard {
         /// The wanted name.

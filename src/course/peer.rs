@@ -92,21 +92,18 @@ pub fn run(name: &str, args: &PeerArgs) -> anyhow::Result<()> {
     use anyhow::Context;
     let root = args.root.root();
     let peers = crate::config::PeersConfig::load(&root.peers_ini())?;
-    let configured = peers.get(name).with_context(|| {
-        format!(
-            "{}: no [{name}] section",
-            crate::root::display_path(&root.peers_ini())
-        )
-    })?;
+    let configured = peers.require(name, &root.peers_ini())?;
     let addr = args.server.addr(configured);
     let store = ChunkStore::new(root.chunks_dir(name));
-    log::info!(
-        "{name}: serving {} ({} chunks now)",
-        crate::root::display_path(store.dir()),
-        store.list().map(|l| l.len()).unwrap_or(0)
-    );
     let server = crate::server::Server::bind(addr, args.server.limits(), name)
         .with_context(|| format!("{name}: cannot listen on {addr}"))?;
+    // Logged only once the port is ours, so a failed bind never follows a "serving".
+    let chunks = store.list().map(|l| l.len()).unwrap_or(0);
+    log::info!(
+        "{name}: serving {} ({} now)",
+        crate::root::display_path(store.dir()),
+        crate::text::count(chunks, "chunk", "chunks")
+    );
     server.run(std::sync::Arc::new(PeerService::new(name, store)))?;
     Ok(())
 }

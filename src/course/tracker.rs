@@ -112,16 +112,12 @@ pub fn run(args: &TrackerArgs) -> anyhow::Result<()> {
     use anyhow::Context;
     let root = args.root.root();
     let peers = PeersConfig::load(&root.peers_ini())?;
+    // peers.ini is checked whole before file.ini is read: an empty peers.ini is the
+    // first thing to fix, and file.ini's peer names mean nothing without it.
+    let addr = args.server.addr(peers.tracker(&root.peers_ini())?);
     let manifest = FileManifest::load(&root.file_ini())?;
     let info = file_info(&manifest, &peers)?;
     let service = TrackerService::new(&info)?;
-    let addr = args.server.addr(peers.tracker(&root.peers_ini())?);
-    log::info!(
-        "tracker: serving {} ({} chunks, {} peers)",
-        info.filename,
-        info.chunks.len(),
-        peers.peers().count()
-    );
     // The UDP socket is bound before the TCP listener: once the tracker accepts
     // connections, it also hears DISCOVER_TRACKER. Always on 0.0.0.0: a socket bound to
     // one address never sees broadcasts.
@@ -134,6 +130,13 @@ pub fn run(args: &TrackerArgs) -> anyhow::Result<()> {
     };
     let server = crate::server::Server::bind(addr, args.server.limits(), "tracker")
         .with_context(|| format!("tracker: cannot listen on {addr}"))?;
+    // Logged only once both sockets are bound, so a failed bind never follows a "serving".
+    log::info!(
+        "tracker: serving {} ({}, {})",
+        info.filename,
+        crate::text::count(info.chunks.len(), "chunk", "chunks"),
+        crate::text::count(peers.peers().count(), "peer", "peers")
+    );
     if let Some(socket) = udp {
         // Announce the port really bound (it differs from `addr` after --port 0); the IP
         // stays as configured, and 0.0.0.0 is resolved per asker by the responder.

@@ -236,9 +236,9 @@ impl PieceStore for FilesStore {
         };
         if known.count() > 0 {
             log::info!(
-                "resume record vouches for {} of {} pieces; checking the others",
+                "resume record vouches for {} of {}; checking the others",
                 known.count(),
-                known.len()
+                crate::text::count(known.len(), "piece", "pieces")
             );
         }
         let threads = super::recheck::threads();

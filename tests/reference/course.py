@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """An independent implementation of the course protocol, written from
-../shared/spec/course-protocol.md alone (as another group would), with Python's standard
+the course's protocol text alone (as another group would; our own description of it is
+docs/PROTOCOL.md), with Python's standard
 library only. tests/interop.rs runs it against our Rust programs in both directions.
 
   course.py peer NAME --root DIR [--port P]

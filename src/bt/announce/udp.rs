@@ -68,7 +68,7 @@ pub enum UdpError {
     #[error("udp socket: {0}")]
     Io(#[from] io::Error),
     /// No matching reply after every retransmission.
-    #[error("no reply from the tracker after {tries} tries")]
+    #[error("no reply from the tracker after {}", crate::text::count(*tries, "try", "tries"))]
     Timeout {
         /// Sends made.
         tries: u32,

@@ -121,7 +121,10 @@ pub fn run(args: &TrackerArgs) -> anyhow::Result<()> {
                 thread::sleep(every);
                 let gone = t.reap();
                 if gone > 0 {
-                    log::info!("tracker: forgot {gone} silent peers");
+                    log::info!(
+                        "tracker: forgot {}",
+                        crate::text::count(gone, "silent peer", "silent peers")
+                    );
                 }
             }
         })?;
@@ -141,7 +144,10 @@ pub fn run(args: &TrackerArgs) -> anyhow::Result<()> {
                         && let Some(list) = t.allow_list()
                     {
                         match list.reload() {
-                            Ok(n) => log::info!("tracker: whitelist reloaded, {n} infohashes"),
+                            Ok(n) => log::info!(
+                                "tracker: whitelist reloaded, {}",
+                                crate::text::count(n, "infohash", "infohashes")
+                            ),
                             Err(e) => log::warn!("tracker: whitelist kept: {e}"),
                         }
                     }
