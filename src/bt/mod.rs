@@ -5,6 +5,8 @@ pub mod announce;
 pub mod bencode;
 pub mod cli;
 pub mod create;
+pub mod fetch;
 pub mod metainfo;
 pub mod peer_wire;
+pub mod seed;
 pub mod tracker;
