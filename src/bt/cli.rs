@@ -105,10 +105,12 @@ pub struct SeedArgs {
     /// Address to accept peers on
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:6881")]
     pub listen: std::net::SocketAddr,
+    /// Upload limit in bytes per second (`500K`, `10M`), all peers together
+    #[arg(long, value_name = "R")]
+    pub max_upload_rate: Option<super::rate::Rate>,
 }
 
-/// `swarmlet download`: fetch a torrent's data from the given peers (a stopgap loop,
-/// sequential over the peers, until the shared engine takes over).
+/// `swarmlet download`: fetch a torrent's data from its swarm, uploading to it meanwhile.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DownloadArgs {
     /// The .torrent file
@@ -122,9 +124,18 @@ pub struct DownloadArgs {
         default_value = "."
     )]
     pub dir: PathBuf,
-    /// A peer to download from (repeatable)
-    #[arg(long = "peer", value_name = "IP:PORT", required = true)]
+    /// Address to accept peers on (they download from us meanwhile)
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:6881")]
+    pub listen: std::net::SocketAddr,
+    /// A peer to download from (repeatable); trackers add more
+    #[arg(long = "peer", value_name = "IP:PORT")]
     pub peers: Vec<std::net::SocketAddr>,
+    /// Keep seeding once complete, until SIGINT/SIGTERM
+    #[arg(long)]
+    pub seed: bool,
+    /// Upload limit in bytes per second (`500K`, `10M`), all peers together
+    #[arg(long, value_name = "R")]
+    pub max_upload_rate: Option<super::rate::Rate>,
 }
 
 /// Our peer id: Azureus style, `-SW0001-` and 12 random characters, fresh per run.
@@ -180,99 +191,160 @@ pub fn run_seed(args: &SeedArgs) -> anyhow::Result<()> {
         );
     }
     let layout = store.layout().clone();
-    let seeder = super::seed::Seeder::new(m.info_hash, our_peer_id(), store, &layout);
+    let seeder = super::seed::Seeder::new(m.info_hash, our_peer_id(), store, &layout)
+        .with_limit(args.max_upload_rate);
+    catch_stop_signals();
+    let addr = super::seed::spawn(args.listen, seeder.clone())?;
+    // On stdout, for scripts and tests that connect peers directly: the data is checked
+    // and the listener open, so a peer that dials now is served.
+    println!("seeding {} on {addr}", m.info_hash);
+    std::io::stdout().flush()?;
+    wait_for_stop();
+    println!("seed: stopped; uploaded {} bytes", seeder.uploaded());
+    Ok(())
+}
+
+/// Makes SIGINT and SIGTERM set [`STOP`] instead of killing the process.
+fn catch_stop_signals() {
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
         let h = on_stop_signal as *const () as libc::sighandler_t;
         libc::signal(libc::SIGINT, h);
         libc::signal(libc::SIGTERM, h);
     }
-    let addr = super::seed::spawn(args.listen, seeder.clone())?;
-    // On stdout, for scripts and tests that connect peers directly: the data is checked
-    // and the listener open, so a peer that dials now is served.
-    println!("seeding {} on {addr}", m.info_hash);
-    std::io::stdout().flush()?;
+}
+
+/// Blocks until SIGINT or SIGTERM (see [`catch_stop_signals`]).
+fn wait_for_stop() {
     while !STOP.load(std::sync::atomic::Ordering::SeqCst) {
         std::thread::sleep(STOP_POLL);
     }
-    log::info!("seed: stopping; uploaded {} bytes", seeder.uploaded());
-    Ok(())
 }
 
-/// Runs `swarmlet download`: recheck, then every missing piece from the first peer that
-/// has it, verified with its SHA-1 and written in place.
-pub fn run_download(args: &DownloadArgs) -> anyhow::Result<()> {
-    use super::fetch::{PeerConnection, Timeouts};
-    use crate::digest::Digest;
-    use crate::storage::PieceStore;
-    let start = std::time::Instant::now();
-    let (m, store, mut have) = open_data(&args.torrent, &args.dir)?;
-    let digests = m.digests();
-    let layout = store.layout().clone();
-    let n = layout.piece_count();
-    let resumed = have.count();
-    let id = our_peer_id();
-    let timeouts = Timeouts::default();
-    let mut peers: Vec<Option<PeerConnection>> = args.peers.iter().map(|_| None).collect();
-    let mut dead = vec![false; args.peers.len()];
-    let mut buf = Vec::new();
-    let mut fetched_bytes = 0u64;
-    let mut refetched = 0usize;
-    'pieces: for i in 0..n {
-        if have.has(i) {
-            continue;
+/// How often the `--peer` peers are offered to the engine again: one that failed (not
+/// listening yet, restarting) is dropped by the engine and taken back once its
+/// `rejoin_after` has passed; an offer of a peer in use is ignored. So the client cycles
+/// through every peer it knows, at one offer per peer per interval.
+const REOFFER_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// With peers to come and go, a download gives up when nothing was verified and nothing
+/// was in flight for this long: five minutes covers a seed that restarts or a tracker
+/// that answers late, and still ends a run whose swarm is gone.
+const STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Tells every upload connection of each verified piece (`have`).
+struct HaveBroadcast(std::sync::Arc<super::seed::Seeder>);
+
+impl crate::download::Verified for HaveBroadcast {
+    fn verified(&self, indexes: &[usize], _data: &[u8]) {
+        for &i in indexes {
+            self.0.announce(i);
         }
-        // Each piece: the peers in order, each connected on first use; a peer that
-        // fails is not asked again; a bad piece is asked of the next peer.
-        for p in 0..args.peers.len() {
-            if dead[p] {
-                continue;
-            }
-            if peers[p].is_none() {
-                match PeerConnection::connect(args.peers[p], m.info_hash, id, n, &timeouts) {
-                    Ok((c, _)) => peers[p] = Some(c),
-                    Err(e) => {
-                        log::warn!("{}: {e}", args.peers[p]);
-                        dead[p] = true;
-                        continue;
+    }
+}
+
+/// Runs `swarmlet download`: recheck (resume), listen for peers that download from us,
+/// fetch every missing piece through the shared engine from the `--peer` peers, print a
+/// summary; with `--seed`, keep serving until SIGINT/SIGTERM.
+pub fn run_download(args: &DownloadArgs) -> anyhow::Result<()> {
+    use crate::download::{self, Extras, Options, PeerInfo, PeerSpec, Plan, SwarmEvent};
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (m, store, have) = open_data(&args.torrent, &args.dir)?;
+    let layout = store.layout().clone();
+    let id = our_peer_id();
+    let seeder = super::seed::Seeder::new(m.info_hash, id, store.clone(), &layout)
+        .with_limit(args.max_upload_rate);
+    // The listener runs from the start: whoever dials us gets what we have, and the
+    // `have`s of what we verify (the engine's on_verified hook below).
+    let listen = super::seed::spawn(args.listen, seeder.clone())?;
+    println!("listening on {listen}");
+    std::io::stdout().flush()?;
+    let name = m.name_lossy();
+    let report = if have.is_full() {
+        None
+    } else {
+        let plan = Plan::new(name.clone(), m.digests(), Some(layout.clone()))?;
+        let connector = super::source::BtConnector::new(
+            m.info_hash,
+            id,
+            layout.clone(),
+            super::fetch::Timeouts::default(),
+        )
+        .skip(listen);
+        let (tx, rx) = download::swarm::channel();
+        // Trackers: the announce thread (UDP now, HTTP once its client lands) sends
+        // `SwarmEvent::Join` for each peer it hears of on this same channel; `--peer`
+        // peers go the same way.
+        let done = AtomicBool::new(false);
+        let opts = Options {
+            tie_seed: Options::random_seed(),
+            stall_timeout: Some(STALL_TIMEOUT),
+            ..Options::default()
+        };
+        let progress = indicatif::ProgressBar::hidden();
+        let hook = HaveBroadcast(seeder.clone());
+        let peers = &args.peers;
+        let result = std::thread::scope(|s| {
+            s.spawn(|| {
+                while !done.load(Ordering::SeqCst) {
+                    for &addr in peers {
+                        let info = PeerInfo {
+                            addr,
+                            label: addr.to_string(),
+                        };
+                        if tx
+                            .send(SwarmEvent::Join(PeerSpec { info, has: None }))
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    let until = std::time::Instant::now() + REOFFER_INTERVAL;
+                    while std::time::Instant::now() < until && !done.load(Ordering::SeqCst) {
+                        std::thread::sleep(STOP_POLL);
                     }
                 }
-            }
-            let conn = peers[p].as_mut().expect("connected above");
-            match conn.fetch_piece(i, layout.piece_len(i), &mut buf, &mut |_| {}) {
-                Ok(()) if Digest::of(digests[i].algo(), &buf) == digests[i] => {
-                    store.write_piece(i, &buf)?;
-                    have.set(i);
-                    fetched_bytes += buf.len() as u64;
-                    continue 'pieces;
-                }
-                Ok(()) => {
-                    log::warn!("{}: piece {i} does not match its SHA-1", args.peers[p]);
-                    refetched += 1;
-                    dead[p] = true;
-                    peers[p] = None;
-                }
-                Err(crate::download::FetchError::NotFound) => {}
-                Err(e) => {
-                    log::warn!("{}: piece {i}: {e}", args.peers[p]);
-                    dead[p] = true;
-                    peers[p] = None;
-                }
-            }
-        }
-        anyhow::bail!(
-            "piece {i}: no peer left that has it ({} of {n} pieces stored)",
-            have.count()
-        );
-    }
-    let secs = start.elapsed().as_secs_f64();
+            });
+            let r = download::download_with(
+                &plan,
+                &*store,
+                &connector,
+                &opts,
+                &progress,
+                Extras {
+                    on_verified: Some(&hook),
+                    swarm: Some(rx),
+                },
+            );
+            done.store(true, Ordering::SeqCst);
+            r
+        });
+        Some(result?)
+    };
+    let (bytes, secs, peers_used, refetched, resumed) = match &report {
+        Some(r) => (
+            r.bytes,
+            r.elapsed.as_secs_f64(),
+            r.peers.iter().filter(|p| p.chunks > 0).count(),
+            r.retries,
+            r.resumed,
+        ),
+        None => (0, 0.0, 0, 0, have.count()),
+    };
     println!(
-        "downloaded {} bytes in {:.2} s ({:.1} MB/s); {} pieces resumed, {} re-fetched",
-        fetched_bytes,
-        secs,
-        fetched_bytes as f64 / secs.max(1e-9) / 1e6,
-        resumed,
-        refetched
+        "{name}: downloaded {bytes} bytes in {secs:.2} s ({:.1} MB/s) from {peers_used} peers; \
+         uploaded {} bytes; {resumed} pieces resumed, {refetched} re-fetched",
+        bytes as f64 / secs.max(1e-9) / 1e6,
+        seeder.uploaded(),
     );
+    std::io::stdout().flush()?;
+    if args.seed {
+        catch_stop_signals();
+        println!("seeding {} on {listen}", m.info_hash);
+        std::io::stdout().flush()?;
+        wait_for_stop();
+        println!("seed: stopped; uploaded {} bytes", seeder.uploaded());
+    }
     Ok(())
 }

@@ -307,11 +307,7 @@ impl PeerConnection {
         match &m {
             Message::Choke => self.choked = true,
             Message::Unchoke => self.choked = false,
-            Message::Have(i) => {
-                if self.has.set(*i as usize) {
-                    on_have(*i as usize);
-                }
-            }
+            Message::Have(i) if self.has.set(*i as usize) => on_have(*i as usize),
             Message::Bitfield(bits) => {
                 // read_message checked its length and spare bits.
                 if let Some(b) = Bitfield::from_bytes(bits, self.has.len()) {
@@ -515,7 +511,10 @@ impl PeerConnection {
         }
         let b = (begin / BLOCK_LEN) as usize;
         let want = (piece_len.saturating_sub(u64::from(begin))).min(u64::from(BLOCK_LEN));
-        if begin % BLOCK_LEN != 0 || u64::from(begin) >= piece_len || data.len() as u64 != want {
+        if !begin.is_multiple_of(BLOCK_LEN)
+            || u64::from(begin) >= piece_len
+            || data.len() as u64 != want
+        {
             return Err(protocol(PeerError::BadBlock {
                 index: pi,
                 begin,

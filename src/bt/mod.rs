@@ -8,5 +8,7 @@ pub mod create;
 pub mod fetch;
 pub mod metainfo;
 pub mod peer_wire;
+pub mod rate;
 pub mod seed;
+pub mod source;
 pub mod tracker;

@@ -18,8 +18,8 @@
 use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::bitfield::Bitfield;
@@ -27,6 +27,7 @@ use crate::bt::metainfo::InfoHash;
 use crate::bt::peer_wire::{
     self, BLOCK_LEN, BlockRequest, Handshake, Limits, Message, PeerId, ReadError, Reserved,
 };
+use crate::bt::rate::{Rate, TokenBucket};
 use crate::server::{self, Connection, Handler, Server, TimedReader};
 use crate::storage::PieceStore;
 
@@ -122,6 +123,11 @@ pub struct Seeder {
     num_pieces: u32,
     unchoked: AtomicUsize,
     uploaded: AtomicU64,
+    /// Pieces verified since the start, in order (append-only, at most one entry per
+    /// piece): each connection sends `have` for the entries past its own cursor.
+    announced: Mutex<Vec<u32>>,
+    /// The upload limit, shared by every connection (`None`: unlimited).
+    limit: Option<TokenBucket>,
 }
 
 impl Seeder {
@@ -143,12 +149,49 @@ impl Seeder {
             num_pieces: layout.piece_count() as u32,
             unchoked: AtomicUsize::new(0),
             uploaded: AtomicU64::new(0),
+            announced: Mutex::new(Vec::new()),
+            limit: None,
         })
     }
 
     /// Bytes of blocks sent so far, to all peers.
     pub fn uploaded(&self) -> u64 {
         self.uploaded.load(Ordering::Relaxed)
+    }
+
+    /// The same seeder with its uploads limited to `rate` in total. Call before sharing it.
+    pub fn with_limit(mut self: Arc<Self>, rate: Option<Rate>) -> Arc<Self> {
+        if let Some(me) = Arc::get_mut(&mut self) {
+            me.limit = rate.map(TokenBucket::new);
+        }
+        self
+    }
+
+    /// Announces a newly verified piece: every connection sends `have` for it at its next
+    /// wake (at most [`TICK`] later). Pieces out of range are ignored.
+    pub fn announce(&self, index: usize) {
+        if let Ok(i) = u32::try_from(index)
+            && i < self.num_pieces
+        {
+            self.announced
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(i);
+        }
+    }
+
+    /// How many pieces were announced so far (a connection's starting cursor).
+    fn announced_len(&self) -> usize {
+        self.announced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    /// The pieces announced past `cursor`.
+    fn announced_since(&self, cursor: usize) -> Vec<u32> {
+        let a = self.announced.lock().unwrap_or_else(|e| e.into_inner());
+        a.get(cursor..).map(<[u32]>::to_vec).unwrap_or_default()
     }
 
     /// What we have now, as a bitfield.
@@ -254,6 +297,8 @@ struct PeerState<'a> {
     blocks_sent: u64,
     bytes_sent: u64,
     dropped_requests: u64,
+    /// How many of [`Seeder::announced`] this peer was told of.
+    haves_sent: usize,
 }
 
 impl<'a> PeerState<'a> {
@@ -272,6 +317,7 @@ impl<'a> PeerState<'a> {
             blocks_sent: 0,
             bytes_sent: 0,
             dropped_requests: 0,
+            haves_sent: 0,
         })
     }
 
@@ -302,6 +348,9 @@ impl<'a> PeerState<'a> {
             .map_err(ReadError::Io)?;
         let peer_id = peer_wire::read_peer_id(&mut self.reader)?;
         log::debug!("seed: {}: peer id {:?}", conn.peer, peer_id.0);
+        // The cursor before the bitfield: a piece verified in between is in both, and a
+        // repeated `have` is harmless, a missed one is not.
+        self.haves_sent = self.seeder.announced_len();
         let have = self.seeder.have();
         // BEP 3: a peer with no piece may skip the bitfield (and some clients object to
         // an empty one).
@@ -309,6 +358,7 @@ impl<'a> PeerState<'a> {
             self.send(s, &Message::Bitfield(have.as_bytes().to_vec()))?;
         }
         loop {
+            self.send_haves(s)?;
             if self.queue.is_empty() {
                 self.wait_for_message(s)?;
             }
@@ -344,10 +394,20 @@ impl<'a> PeerState<'a> {
                 return Err(SeedError::Silent(silent));
             }
             self.maybe_unchoke(s)?;
+            self.send_haves(s)?;
             if self.last_sent.elapsed() >= KEEPALIVE_INTERVAL {
                 self.send(s, &Message::KeepAlive)?;
             }
         }
+    }
+
+    /// Sends `have` for the pieces verified since this peer was last told.
+    fn send_haves(&mut self, s: &std::net::TcpStream) -> Result<(), SeedError> {
+        for i in self.seeder.announced_since(self.haves_sent) {
+            self.haves_sent += 1;
+            self.send(s, &Message::Have(i))?;
+        }
+        Ok(())
     }
 
     fn maybe_unchoke(&mut self, s: &std::net::TcpStream) -> Result<(), SeedError> {
@@ -434,6 +494,9 @@ impl<'a> PeerState<'a> {
     }
 
     fn serve_block(&mut self, s: &std::net::TcpStream, r: BlockRequest) -> Result<(), SeedError> {
+        if let Some(limit) = &self.seeder.limit {
+            limit.take(u64::from(r.length));
+        }
         let header = peer_wire::piece_header(r.index, r.begin, r.length)
             .expect("a block of at most 16 KiB fits");
         self.out.clear();

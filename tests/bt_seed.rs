@@ -1,0 +1,306 @@
+//! `swarmlet seed` and the download connection (`bt::fetch`) against libtorrent, over
+//! loopback, as real processes: libtorrent downloads a multi-file torrent from us, we
+//! download it from libtorrent, and our own connection fetches every piece from our own
+//! seeder. Files must come out identical.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::random_bytes;
+use swarmlet::bt::fetch::{PeerConnection, Timeouts};
+use swarmlet::bt::metainfo::Metainfo;
+use swarmlet::bt::peer_wire::PeerId;
+use swarmlet::bt::seed::{self, Seeder};
+use swarmlet::digest::Digest;
+use swarmlet::storage::PieceStore;
+use swarmlet::storage::files::FilesStore;
+
+const LT_PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/reference/lt_peer.py");
+
+/// The tree every test moves: several pieces spanning files, zero-length files first, in
+/// the middle and last, a file under one block, a last piece shorter than the others.
+const TREE: [(&str, usize); 6] = [
+    ("0 empty", 0),
+    ("a.bin", 1_000_003),
+    ("sub/tiny", 7),
+    ("sub/zero", 0),
+    ("sub/deep/b.bin", 2_300_001),
+    ("zz", 0),
+];
+
+/// Writes the tree under `dir/t` and makes `dir/t.torrent` with `swarmlet create`.
+fn make_torrent(dir: &Path) -> PathBuf {
+    for (i, (p, n)) in TREE.iter().enumerate() {
+        let path = dir.join("t").join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, random_bytes(*n, i as u64 + 100)).unwrap();
+    }
+    let o = Command::new(common::bin("swarmlet"))
+        .current_dir(dir)
+        .args(["create", "t", "--piece-length", "65536", "-o", "t.torrent"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    dir.join("t.torrent")
+}
+
+fn assert_same_tree(a: &Path, b: &Path) {
+    for (p, _) in TREE {
+        let (x, y) = (a.join("t").join(p), b.join("t").join(p));
+        let (x, y) = (
+            std::fs::read(&x).unwrap(),
+            std::fs::read(&y).unwrap_or_default(),
+        );
+        assert!(x == y, "{p} differs ({} vs {} bytes)", x.len(), y.len());
+    }
+}
+
+/// A child killed by its pid on drop.
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Reads the child's stdout until a line starts with `prefix` (within 30 s).
+fn line_starting(child: &mut Child, prefix: &str) -> String {
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let prefix = prefix.to_string();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { return };
+            if line.starts_with(&prefix) {
+                let _ = tx.send(line);
+                return;
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("the process never printed its address")
+}
+
+fn python() -> PathBuf {
+    let p = PathBuf::from("/usr/bin/python3");
+    assert!(
+        p.exists(),
+        "needs /usr/bin/python3 with libtorrent (Debian package python3-libtorrent): run scripts/test.sh"
+    );
+    p
+}
+
+/// Starts `swarmlet seed` on `torrent` over `dir`; returns it and its address.
+fn swarmlet_seed(torrent: &Path, dir: &Path) -> (Killed, SocketAddr) {
+    let mut child = Command::new(common::bin("swarmlet"))
+        .args(["seed", torrent.to_str().unwrap(), "--dir"])
+        .arg(dir)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let line = line_starting(&mut child, "seeding ");
+    let addr = line.rsplit(' ').next().unwrap().parse().unwrap();
+    (Killed(child), addr)
+}
+
+#[test]
+fn libtorrent_downloads_a_multi_file_torrent_from_swarmlet_seed() {
+    let d = tempfile::tempdir().unwrap();
+    let torrent = make_torrent(d.path());
+    let (mut seed, addr) = swarmlet_seed(&torrent, d.path());
+    let leech = d.path().join("lt");
+    let o = Command::new(python())
+        .args([
+            LT_PEER,
+            "leech",
+            torrent.to_str().unwrap(),
+            leech.to_str().unwrap(),
+        ])
+        .arg(addr.to_string())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "libtorrent: {out} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // Measured once, never asserted: libtorrent's rate from us on loopback.
+    let f: Vec<&str> = out.split_whitespace().collect();
+    if let [_, bytes, secs] = f[..] {
+        let (b, s): (f64, f64) = (bytes.parse().unwrap(), secs.parse().unwrap());
+        eprintln!(
+            "libtorrent <- swarmlet seed: {b} bytes in {s:.3} s ({:.1} MB/s)",
+            b / s / 1e6
+        );
+    }
+    assert_same_tree(d.path(), &leech);
+    // SIGTERM: the seed exits 0.
+    // SAFETY: kill(2) on the pid of our own child.
+    unsafe { libc::kill(seed.0.id() as i32, libc::SIGTERM) };
+    let end = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = seed.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < end, "seed did not exit on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "seed exited {status}");
+}
+
+#[test]
+fn swarmlet_seed_refuses_incomplete_data_in_one_line() {
+    let d = tempfile::tempdir().unwrap();
+    let torrent = make_torrent(d.path());
+    let b = d.path().join("t/sub/deep/b.bin");
+    let mut data = std::fs::read(&b).unwrap();
+    data[70_000] ^= 1;
+    std::fs::write(&b, data).unwrap();
+    let o = Command::new(common::bin("swarmlet"))
+        .args(["seed", torrent.to_str().unwrap(), "--dir"])
+        .arg(d.path())
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("1 of 51 pieces are missing or bad"), "{err}");
+}
+
+#[test]
+fn swarmlet_download_fetches_every_piece_from_a_libtorrent_seeder() {
+    let d = tempfile::tempdir().unwrap();
+    let torrent = make_torrent(d.path());
+    let mut lt = Killed(
+        Command::new(python())
+            .args([
+                LT_PEER,
+                "seed",
+                torrent.to_str().unwrap(),
+                d.path().to_str().unwrap(),
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let port = line_starting(&mut lt.0, "port ");
+    let port = port.split_whitespace().nth(1).unwrap();
+    let ours = d.path().join("ours");
+    let o = Command::new(common::bin("swarmlet"))
+        .args(["download", torrent.to_str().unwrap(), "--dir"])
+        .arg(&ours)
+        .args(["--peer", &format!("127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    eprintln!(
+        "swarmlet <- libtorrent: {}",
+        String::from_utf8_lossy(&o.stdout).trim()
+    );
+    assert_same_tree(d.path(), &ours);
+    // Run again on complete data: nothing to fetch, exit 0 at once.
+    let o = Command::new(common::bin("swarmlet"))
+        .args(["download", torrent.to_str().unwrap(), "--dir"])
+        .arg(&ours)
+        .args(["--peer", &format!("127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("downloaded 0 bytes"));
+}
+
+/// The library's connection against the library's seeder, in one process: every piece
+/// fetched, checked against the torrent's SHA-1s, written through a `FilesStore`; and
+/// the abort handle wakes a fetch blocked on a peer.
+#[test]
+fn peer_connection_fetches_every_piece_from_our_seeder() {
+    let d = tempfile::tempdir().unwrap();
+    let torrent = make_torrent(d.path());
+    let m = Metainfo::read(&torrent).unwrap();
+    let layout = m.layout().unwrap();
+    let src = FilesStore::create(d.path(), layout.clone()).unwrap();
+    assert!(src.recheck(&m.digests()).unwrap().is_full());
+    let seeder = Seeder::new(
+        m.info_hash,
+        PeerId(*b"-SW0001-seedseedseed"),
+        Arc::new(src),
+        &layout,
+    );
+    let addr = seed::spawn("127.0.0.1:0", seeder.clone()).unwrap();
+
+    let dst = FilesStore::create(d.path().join("ours"), layout.clone()).unwrap();
+    let id = PeerId(*b"-SW0001-leechleechle");
+    let n = layout.piece_count();
+    let (mut conn, has) =
+        PeerConnection::connect(addr, m.info_hash, id, n, &Timeouts::default()).unwrap();
+    assert!(has.is_full());
+    let digests = m.digests();
+    let mut buf = Vec::new();
+    for (i, want) in digests.iter().enumerate() {
+        conn.fetch_piece(i, layout.piece_len(i), &mut buf, &mut |_| {})
+            .unwrap();
+        assert_eq!(Digest::of(want.algo(), &buf), *want, "piece {i}");
+        dst.write_piece(i, &buf).unwrap();
+    }
+    conn.idle(&mut |_| {}).unwrap();
+    assert_same_tree(d.path(), &d.path().join("ours"));
+    assert_eq!(seeder.uploaded(), m.total_length());
+
+    // Another torrent's handshake is refused by the seeder (the connection closes).
+    let other = swarmlet::bt::metainfo::InfoHash([7; 20]);
+    assert!(PeerConnection::connect(addr, other, id, n, &Timeouts::default()).is_err());
+
+    // The abort handle ends a fetch blocked on a peer that unchokes and then sends
+    // nothing: a hand-made peer on a real socket.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let ih = m.info_hash;
+    let t = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        use swarmlet::bt::peer_wire::{Handshake, Message, Reserved, bitfield_from};
+        let (mut s, _) = silent.accept().unwrap();
+        let mut hs = [0u8; 68];
+        s.read_exact(&mut hs).unwrap();
+        let ours = Handshake {
+            reserved: Reserved::NONE,
+            info_hash: ih.0,
+            peer_id: PeerId([1; 20]),
+        };
+        s.write_all(&ours.encode()).unwrap();
+        let mut out = Message::Bitfield(bitfield_from(n as u32, |_| true))
+            .to_bytes()
+            .unwrap();
+        out.extend(Message::Unchoke.to_bytes().unwrap());
+        s.write_all(&out).unwrap();
+        // Read requests until the other side goes away; answer none.
+        let mut sink = [0u8; 4096];
+        while matches!(s.read(&mut sink), Ok(k) if k > 0) {}
+    });
+    let (conn, _) = PeerConnection::connect(silent_addr, ih, id, n, &Timeouts::default()).unwrap();
+    let abort = conn.abort_handle();
+    let len = layout.piece_len(0);
+    let started = Instant::now();
+    let h = std::thread::spawn(move || {
+        let mut conn = conn;
+        let mut buf = Vec::new();
+        conn.fetch_piece(0, len, &mut buf, &mut |_| {})
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    swarmlet::download::AbortHandle::abort(&abort);
+    assert!(h.join().unwrap().is_err(), "an aborted fetch fails");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the abort woke the fetch"
+    );
+    t.join().unwrap();
+}
