@@ -78,9 +78,10 @@ fn line_starting(child: &mut Child, prefix: &str) -> String {
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines() {
             let Ok(line) = line else { return };
+            // Keeps draining after the line: a process writing to a closed pipe would
+            // fail (Rust's println! panics on EPIPE).
             if line.starts_with(&prefix) {
                 let _ = tx.send(line);
-                return;
             }
         }
     });
