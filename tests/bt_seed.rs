@@ -305,3 +305,131 @@ fn peer_connection_fetches_every_piece_from_our_seeder() {
     );
     t.join().unwrap();
 }
+
+/// A hand-made peer on a real socket: handshake, full bitfield, unchoke, then `script`
+/// with the stream and the piece data it serves.
+fn scripted_peer(
+    ih: swarmlet::bt::metainfo::InfoHash,
+    n: usize,
+    script: impl FnOnce(&mut std::net::TcpStream) + Send + 'static,
+) -> (SocketAddr, std::thread::JoinHandle<()>) {
+    use std::io::{Read, Write};
+    use swarmlet::bt::peer_wire::{Handshake, Message, Reserved, bitfield_from};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let t = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut hs = [0u8; 68];
+        s.read_exact(&mut hs).unwrap();
+        let ours = Handshake {
+            reserved: Reserved::NONE,
+            info_hash: ih.0,
+            peer_id: PeerId([2; 20]),
+        };
+        s.write_all(&ours.encode()).unwrap();
+        let mut out = Message::Bitfield(bitfield_from(n as u32, |_| true))
+            .to_bytes()
+            .unwrap();
+        out.extend(Message::Unchoke.to_bytes().unwrap());
+        s.write_all(&out).unwrap();
+        script(&mut s);
+    });
+    (addr, t)
+}
+
+/// Reads messages until `count` requests came; returns them.
+fn read_requests(
+    s: &mut std::net::TcpStream,
+    n: usize,
+    count: usize,
+) -> Vec<swarmlet::bt::peer_wire::BlockRequest> {
+    use swarmlet::bt::peer_wire::{Limits, Message, read_message};
+    let mut got = Vec::new();
+    while got.len() < count {
+        if let Message::Request(r) = read_message(s, &Limits::new(n as u32)).unwrap() {
+            got.push(r);
+        }
+    }
+    got
+}
+
+/// A choke in the middle of a piece: the blocks already sent are kept, the dropped
+/// requests are sent again after the unchoke, and the piece comes out whole; a HAVE and
+/// a late block arriving while choked are taken in stride.
+#[test]
+fn a_choke_mid_piece_is_survived_and_dropped_requests_are_asked_again() {
+    use std::io::Write;
+    use swarmlet::bt::peer_wire::{Message, piece_header};
+    let ih = swarmlet::bt::metainfo::InfoHash([9; 20]);
+    let piece: Vec<u8> = random_bytes(4 * 16384 + 100, 5); // 5 blocks, the last short
+    let served = piece.clone();
+    let n = 3;
+    let (addr, t) = scripted_peer(ih, n, move |s| {
+        let reqs = read_requests(s, n, 5);
+        let block = |s: &mut std::net::TcpStream, r: &swarmlet::bt::peer_wire::BlockRequest| {
+            let mut m = piece_header(r.index, r.begin, r.length).unwrap().to_vec();
+            m.extend_from_slice(&served[r.begin as usize..(r.begin + r.length) as usize]);
+            s.write_all(&m).unwrap();
+        };
+        // Two blocks, then choke (BEP 3: the other requests are dropped), a have, and
+        // a late block that was already on its way.
+        block(s, &reqs[0]);
+        block(s, &reqs[1]);
+        s.write_all(&Message::Choke.to_bytes().unwrap()).unwrap();
+        s.write_all(&Message::Have(2).to_bytes().unwrap()).unwrap();
+        block(s, &reqs[4]);
+        std::thread::sleep(Duration::from_millis(200));
+        s.write_all(&Message::Unchoke.to_bytes().unwrap()).unwrap();
+        // Only the two still missing are asked again.
+        let again = read_requests(s, n, 2);
+        assert_eq!(
+            again.iter().map(|r| r.begin).collect::<Vec<_>>(),
+            vec![2 * 16384, 3 * 16384]
+        );
+        for r in &again {
+            block(s, r);
+        }
+        // Wait for the other side to finish.
+        let mut sink = [0u8; 64];
+        while matches!(std::io::Read::read(s, &mut sink), Ok(k) if k > 0) {}
+    });
+    let (mut conn, _) =
+        PeerConnection::connect(addr, ih, PeerId([3; 20]), n, &Timeouts::default()).unwrap();
+    let mut buf = vec![0xEE; 7];
+    let mut haves = Vec::new();
+    conn.fetch_piece(0, piece.len() as u64, &mut buf, &mut |i| haves.push(i))
+        .unwrap();
+    assert!(buf == piece, "the piece came out whole");
+    drop(conn);
+    t.join().unwrap();
+}
+
+/// A block of a piece we did not ask for, or not on a block boundary, breaks the
+/// protocol: the fetch fails with a protocol error (the engine drops the peer).
+#[test]
+fn unsolicited_and_misaligned_blocks_are_refused() {
+    use std::io::Write;
+    use swarmlet::bt::peer_wire::piece_header;
+    use swarmlet::download::FetchCause;
+    let ih = swarmlet::bt::metainfo::InfoHash([8; 20]);
+    let n = 3;
+    for (index, begin) in [(1u32, 0u32), (0, 100)] {
+        let (addr, t) = scripted_peer(ih, n, move |s| {
+            read_requests(s, n, 1);
+            let mut m = piece_header(index, begin, 16).unwrap().to_vec();
+            m.extend_from_slice(&[0u8; 16]);
+            let _ = s.write_all(&m);
+            let mut sink = [0u8; 64];
+            while matches!(std::io::Read::read(s, &mut sink), Ok(k) if k > 0) {}
+        });
+        let (mut conn, _) =
+            PeerConnection::connect(addr, ih, PeerId([3; 20]), n, &Timeouts::default()).unwrap();
+        let e = conn
+            .fetch_piece(0, 16384, &mut Vec::new(), &mut |_| {})
+            .unwrap_err();
+        assert_eq!(e.cause(), FetchCause::Protocol, "{index}:{begin}: {e}");
+        drop(conn);
+        t.join().unwrap();
+    }
+}
