@@ -200,7 +200,12 @@ fn swarmlet_download_fetches_every_piece_from_a_libtorrent_seeder() {
     let o = Command::new(common::bin("swarmlet"))
         .args(["download", torrent.to_str().unwrap(), "--dir"])
         .arg(&ours)
-        .args(["--peer", &format!("127.0.0.1:{port}")])
+        .args([
+            "--peer",
+            &format!("127.0.0.1:{port}"),
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -213,7 +218,12 @@ fn swarmlet_download_fetches_every_piece_from_a_libtorrent_seeder() {
     let o = Command::new(common::bin("swarmlet"))
         .args(["download", torrent.to_str().unwrap(), "--dir"])
         .arg(&ours)
-        .args(["--peer", &format!("127.0.0.1:{port}")])
+        .args([
+            "--peer",
+            &format!("127.0.0.1:{port}"),
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .output()
         .unwrap();
     assert!(o.status.success());
