@@ -443,3 +443,105 @@ fn unsolicited_and_misaligned_blocks_are_refused() {
         t.join().unwrap();
     }
 }
+
+/// Hostile requests to our seeder drop that peer (the connection closes) and only
+/// that peer: past the piece, over 16 KiB, a piece it lacks; an MSE opening is closed
+/// on its first byte; another torrent's handshake is not answered.
+#[test]
+fn the_seeder_drops_peers_that_break_the_rules() {
+    use std::io::{Read, Write};
+    use swarmlet::bt::peer_wire::{
+        BlockRequest, Handshake, Limits, Message, Reserved, read_handshake, read_message,
+    };
+    let d = tempfile::tempdir().unwrap();
+    let torrent = make_torrent(d.path());
+    let m = Metainfo::read(&torrent).unwrap();
+    let layout = m.layout().unwrap();
+    let store = FilesStore::create(d.path(), layout.clone()).unwrap();
+    // Every piece but the last verifies: the last is "one we lack".
+    let mut digests = m.digests();
+    let last = digests.len() - 1;
+    digests[last] = Digest::of(digests[last].algo(), b"not it");
+    store.recheck(&digests).unwrap();
+    let seeder = Seeder::new(m.info_hash, PeerId([5; 20]), Arc::new(store), &layout);
+    let addr = seed::spawn("127.0.0.1:0", seeder.clone()).unwrap();
+    let n = layout.piece_count() as u32;
+    let limits = Limits::new(n);
+
+    // Connects, handshakes, becomes interested and waits for the unchoke.
+    let open = || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let h = Handshake {
+            reserved: Reserved::NONE,
+            info_hash: m.info_hash.0,
+            peer_id: PeerId([6; 20]),
+        };
+        s.write_all(&h.encode()).unwrap();
+        assert_eq!(read_handshake(&mut s).unwrap().info_hash, m.info_hash.0);
+        let Message::Bitfield(bits) = read_message(&mut s, &limits).unwrap() else {
+            panic!("no bitfield")
+        };
+        assert!(!swarmlet::bt::peer_wire::bitfield_has(&bits, n - 1));
+        assert!(swarmlet::bt::peer_wire::bitfield_has(&bits, 0));
+        s.write_all(&Message::Interested.to_bytes().unwrap())
+            .unwrap();
+        assert_eq!(read_message(&mut s, &limits).unwrap(), Message::Unchoke);
+        s
+    };
+    let closed = |s: &mut std::net::TcpStream| {
+        let mut b = [0u8; 1];
+        matches!(s.read(&mut b), Ok(0) | Err(_))
+    };
+    let bad = [
+        BlockRequest {
+            index: 0,
+            begin: 65536 - 100,
+            length: 16384,
+        },
+        BlockRequest {
+            index: 0,
+            begin: 0,
+            length: 32768,
+        },
+        BlockRequest {
+            index: n - 1,
+            begin: 0,
+            length: 16,
+        },
+    ];
+    for r in bad {
+        let mut s = open();
+        s.write_all(&Message::Request(r).to_bytes().unwrap())
+            .unwrap();
+        assert!(closed(&mut s), "{r:?} did not drop the peer");
+    }
+    // A good request is still answered (after all those), block and header in place.
+    let mut s = open();
+    let r = BlockRequest {
+        index: 1,
+        begin: 16384,
+        length: 16384,
+    };
+    s.write_all(&Message::Request(r).to_bytes().unwrap())
+        .unwrap();
+    let Message::Piece { index, begin, data } = read_message(&mut s, &limits).unwrap() else {
+        panic!("no piece")
+    };
+    assert_eq!((index, begin, data.len()), (1, 16384, 16384));
+    // An MSE opening (first byte not 19) is closed at once, without an answer.
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&[0x8F; 96]).unwrap();
+    assert!(closed(&mut s));
+    // Another torrent: no handshake back.
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let h = Handshake {
+        reserved: Reserved::NONE,
+        info_hash: [1; 20],
+        peer_id: PeerId([6; 20]),
+    };
+    s.write_all(&h.encode()).unwrap();
+    assert!(closed(&mut s));
+}
