@@ -1,0 +1,233 @@
+//! `swarmlet download` as a full client, real processes on loopback: a multi-file
+//! torrent made by mktorrent (zero-length files included) from a libtorrent seeder; a
+//! swarm of one seed and two leechers of ours, where the leechers upload to each other
+//! while downloading; and a second run on complete data that fetches nothing.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::random_bytes;
+
+const LT_PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/reference/lt_peer.py");
+
+/// Hang guard for one download: far beyond what a few MiB take on loopback.
+const DOWNLOAD_LIMIT: Duration = Duration::from_secs(120);
+
+/// Several pieces spanning files; zero-length files first, in the middle and last.
+const TREE: [(&str, usize); 6] = [
+    ("0 empty", 0),
+    ("a.bin", 1_500_003),
+    ("sub/tiny", 7),
+    ("sub/zero", 0),
+    ("sub/deep/b.bin", 2_300_001),
+    ("zz", 0),
+];
+
+/// Writes the tree under `dir/t` and makes `dir/t.torrent` with mktorrent (64 KiB pieces).
+fn make_torrent(dir: &Path) -> PathBuf {
+    let mktorrent = common::require_program("mktorrent", "mktorrent");
+    for (i, (p, n)) in TREE.iter().enumerate() {
+        let path = dir.join("t").join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, random_bytes(*n, i as u64 + 7)).unwrap();
+    }
+    let o = Command::new(mktorrent)
+        .current_dir(dir)
+        .args(["-l", "16", "-o", "t.torrent", "t"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    dir.join("t.torrent")
+}
+
+fn assert_same_tree(a: &Path, b: &Path) {
+    for (p, _) in TREE {
+        let (x, y) = (a.join("t").join(p), b.join("t").join(p));
+        let x = std::fs::read(&x).unwrap();
+        let y = std::fs::read(&y).unwrap_or_else(|e| panic!("{}: {e}", y.display()));
+        assert!(x == y, "{p} differs ({} vs {} bytes)", x.len(), y.len());
+    }
+}
+
+/// A child killed by its pid on drop.
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Reads the child's stdout until a line starts with `prefix` (within 30 s), then keeps
+/// draining it so the child never writes to a closed pipe.
+fn line_starting(child: &mut Child, prefix: &str) -> String {
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let wanted = prefix.to_string();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { return };
+            if line.starts_with(&wanted) {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("the process never printed {prefix:?}"))
+}
+
+fn python() -> PathBuf {
+    let p = PathBuf::from("/usr/bin/python3");
+    assert!(
+        p.exists(),
+        "needs /usr/bin/python3 with libtorrent (Debian package python3-libtorrent): run scripts/test.sh"
+    );
+    p
+}
+
+/// `swarmlet download` as a child with stdout and stderr piped.
+fn spawn_download(torrent: &Path, dir: &Path, listen: &str, peers: &[String]) -> Child {
+    let mut c = Command::new(common::bin("swarmlet"));
+    c.args(["download", torrent.to_str().unwrap(), "-o"])
+        .arg(dir)
+        .args(["--listen", listen]);
+    for p in peers {
+        c.args(["--peer", p]);
+    }
+    c.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for the child (at most [`DOWNLOAD_LIMIT`]) and returns its output.
+fn finish(child: Child) -> Output {
+    let pid = child.id();
+    let start = Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(DOWNLOAD_LIMIT) {
+        Ok(o) => o.unwrap(),
+        Err(_) => {
+            // SAFETY: kill(2) on the pid of our own child, still unreaped.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("download did not finish in {:?}", start.elapsed());
+        }
+    }
+}
+
+/// The summary line's `uploaded N bytes`.
+fn uploaded(stdout: &str) -> u64 {
+    let line = stdout
+        .lines()
+        .find(|l| l.contains(": downloaded "))
+        .unwrap_or_else(|| panic!("no summary line in {stdout:?}"));
+    let after = line.split("uploaded ").nth(1).expect("uploaded in summary");
+    after.split(' ').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn download_of_a_mktorrent_multi_file_torrent_from_libtorrent_is_identical() {
+    let d = tempfile::tempdir().unwrap();
+    let torrent = make_torrent(d.path());
+    let mut lt = Killed(
+        Command::new(python())
+            .args([LT_PEER, "seed", torrent.to_str().unwrap()])
+            .arg(d.path())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let port = line_starting(&mut lt.0, "port ");
+    let port = port.split_whitespace().nth(1).unwrap().to_string();
+    let ours = d.path().join("ours");
+    let o = finish(spawn_download(
+        &torrent,
+        &ours,
+        "127.0.0.1:0",
+        &[format!("127.0.0.1:{port}")],
+    ));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    eprintln!("libtorrent -> swarmlet: {}", out.trim());
+    assert_same_tree(d.path(), &ours);
+}
+
+#[test]
+fn two_leechers_of_ours_upload_to_each_other_while_downloading_from_our_seed() {
+    let d = tempfile::tempdir().unwrap();
+    let torrent = make_torrent(d.path());
+    // The seed is slowed to 256 KiB/s, so the 3.8 MB take the leechers 15 s from it
+    // alone: what one leecher verified first, the other gets faster from it.
+    let mut seed = Killed(
+        Command::new(common::bin("swarmlet"))
+            .args(["seed", torrent.to_str().unwrap(), "-d"])
+            .arg(d.path())
+            .args(["--listen", "127.0.0.1:0", "--max-upload-rate", "256K"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let line = line_starting(&mut seed.0, "seeding ");
+    let seed_addr: SocketAddr = line.rsplit(' ').next().unwrap().parse().unwrap();
+    let (pa, pb) = (common::free_port(), common::free_port());
+    let (la, lb) = (format!("127.0.0.1:{pa}"), format!("127.0.0.1:{pb}"));
+    let (da, db) = (d.path().join("a"), d.path().join("b"));
+    let a = spawn_download(&torrent, &da, &la, &[seed_addr.to_string(), lb.clone()]);
+    let b = spawn_download(&torrent, &db, &lb, &[seed_addr.to_string(), la.clone()]);
+    let (oa, ob) = (finish(a), finish(b));
+    for o in [&oa, &ob] {
+        assert!(
+            o.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let (sa, sb) = (
+        String::from_utf8_lossy(&oa.stdout).to_string(),
+        String::from_utf8_lossy(&ob.stdout).to_string(),
+    );
+    eprintln!("a: {}\nb: {}", sa.trim(), sb.trim());
+    assert_same_tree(d.path(), &da);
+    assert_same_tree(d.path(), &db);
+    let (ua, ub) = (uploaded(&sa), uploaded(&sb));
+    assert!(ua > 0 && ub > 0, "leechers uploaded {ua} and {ub} bytes");
+}
+
+#[test]
+fn download_again_on_complete_data_checks_and_fetches_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let torrent = make_torrent(d.path());
+    // The data is complete where it lies; the only peer named is not there, so anything
+    // fetched would fail: the run must end from the check alone.
+    let dead = format!("127.0.0.1:{}", common::free_port());
+    let o = finish(spawn_download(&torrent, d.path(), "127.0.0.1:0", &[dead]));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains(": downloaded 0 bytes"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "{} pieces resumed",
+            3_800_011usize.div_ceil(65536)
+        )),
+        "{out}"
+    );
+    assert_same_tree(d.path(), d.path());
+}
