@@ -191,16 +191,23 @@ pub fn run_seed(args: &SeedArgs) -> anyhow::Result<()> {
         );
     }
     let layout = store.layout().clone();
-    let seeder = super::seed::Seeder::new(m.info_hash, our_peer_id(), store, &layout)
-        .with_limit(args.max_upload_rate);
+    let id = our_peer_id();
+    let seeder =
+        super::seed::Seeder::new(m.info_hash, id, store, &layout).with_limit(args.max_upload_rate);
     catch_stop_signals();
     let addr = super::seed::spawn(args.listen, seeder.clone())?;
     // On stdout, for scripts and tests that connect peers directly: the data is checked
     // and the listener open, so a peer that dials now is served.
     println!("seeding {} on {addr}", m.info_hash);
     std::io::stdout().flush()?;
+    let counters = std::sync::Arc::new(super::session::Counters::default());
+    // A seed dials nobody: peers the tracker lists find us through it.
+    let trackers = start_trackers(&m, id, addr, counters, seeder.clone(), |_| {});
     wait_for_stop();
     println!("seed: stopped; uploaded {} bytes", seeder.uploaded());
+    if let Some(t) = trackers {
+        t.stop(STOPPED_GRACE);
+    }
     Ok(())
 }
 
@@ -232,15 +239,54 @@ const REOFFER_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 /// that answers late, and still ends a run whose swarm is gone.
 const STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
-/// Tells every upload connection of each verified piece (`have`).
-struct HaveBroadcast(std::sync::Arc<super::seed::Seeder>);
+/// Tells every upload connection of each verified piece (`have`), and counts it for the
+/// tracker announces.
+struct HaveBroadcast {
+    seeder: std::sync::Arc<super::seed::Seeder>,
+    counters: std::sync::Arc<super::session::Counters>,
+}
 
 impl crate::download::Verified for HaveBroadcast {
-    fn verified(&self, indexes: &[usize], _data: &[u8]) {
+    fn verified(&self, indexes: &[usize], data: &[u8]) {
+        use std::sync::atomic::Ordering;
         for &i in indexes {
-            self.0.announce(i);
+            self.seeder.announce(i);
+            let n = data.len() as u64;
+            self.counters.downloaded.fetch_add(n, Ordering::Relaxed);
+            let _ = self
+                .counters
+                .left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
+                    Some(l.saturating_sub(n))
+                });
         }
     }
+}
+
+/// How long exiting waits for the `stopped` announce: a live tracker answers within
+/// milliseconds, a dead one must not hold the exit.
+const STOPPED_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Starts the tracker session of `m` (none when it names no tracker); every peer a
+/// tracker lists goes to `on_peer`.
+fn start_trackers(
+    m: &super::metainfo::Metainfo,
+    id: super::peer_wire::PeerId,
+    listen: std::net::SocketAddr,
+    counters: std::sync::Arc<super::session::Counters>,
+    seeder: std::sync::Arc<super::seed::Seeder>,
+    on_peer: impl Fn(std::net::SocketAddr) + Send + 'static,
+) -> Option<super::session::TrackerSession> {
+    let tiers = super::announce::Tiers::new(None, Some(&m.trackers));
+    super::session::TrackerSession::start(
+        tiers,
+        m.info_hash.0,
+        id.0,
+        listen,
+        counters,
+        move || seeder.uploaded(),
+        move |peers| peers.into_iter().for_each(&on_peer),
+    )
 }
 
 /// Runs `swarmlet download`: recheck (resume), listen for peers that download from us,
@@ -261,6 +307,31 @@ pub fn run_download(args: &DownloadArgs) -> anyhow::Result<()> {
     println!("listening on {listen}");
     std::io::stdout().flush()?;
     let name = m.name_lossy();
+    let have_bytes: u64 = (0..layout.piece_count())
+        .filter(|&i| have.has(i))
+        .map(|i| layout.piece_len(i))
+        .sum();
+    let counters = std::sync::Arc::new(super::session::Counters {
+        left: (layout.total_len() - have_bytes).into(),
+        ..Default::default()
+    });
+    let (tx, rx) = download::swarm::channel();
+    let tracker_tx = tx.clone();
+    let trackers = start_trackers(
+        &m,
+        id,
+        listen,
+        counters.clone(),
+        seeder.clone(),
+        move |addr| {
+            let info = PeerInfo {
+                addr,
+                label: addr.to_string(),
+            };
+            // After the download the engine is gone: peers then only dial us.
+            let _ = tracker_tx.send(SwarmEvent::Join(PeerSpec { info, has: None }));
+        },
+    );
     let report = if have.is_full() {
         None
     } else {
@@ -272,10 +343,9 @@ pub fn run_download(args: &DownloadArgs) -> anyhow::Result<()> {
             super::fetch::Timeouts::default(),
         )
         .skip(listen);
-        let (tx, rx) = download::swarm::channel();
-        // Trackers: the announce thread (UDP now, HTTP once its client lands) sends
-        // `SwarmEvent::Join` for each peer it hears of on this same channel; `--peer`
-        // peers go the same way.
+        // Trackers (the announce thread above: UDP now, HTTP as soon as
+        // `announce::announce` speaks it) send `SwarmEvent::Join` for each peer they list
+        // on this channel; `--peer` peers go the same way.
         let done = AtomicBool::new(false);
         let opts = Options {
             tie_seed: Options::random_seed(),
@@ -283,7 +353,10 @@ pub fn run_download(args: &DownloadArgs) -> anyhow::Result<()> {
             ..Options::default()
         };
         let progress = indicatif::ProgressBar::hidden();
-        let hook = HaveBroadcast(seeder.clone());
+        let hook = HaveBroadcast {
+            seeder: seeder.clone(),
+            counters: counters.clone(),
+        };
         let peers = &args.peers;
         let result = std::thread::scope(|s| {
             s.spawn(|| {
@@ -320,8 +393,17 @@ pub fn run_download(args: &DownloadArgs) -> anyhow::Result<()> {
             done.store(true, Ordering::SeqCst);
             r
         });
-        Some(result?)
+        match result {
+            Ok(r) => Some(r),
+            Err(e) => {
+                if let Some(t) = trackers {
+                    t.stop(STOPPED_GRACE);
+                }
+                return Err(e.into());
+            }
+        }
     };
+    drop(tx);
     let (bytes, secs, peers_used, refetched, resumed) = match &report {
         Some(r) => (
             r.bytes,
@@ -345,6 +427,9 @@ pub fn run_download(args: &DownloadArgs) -> anyhow::Result<()> {
         std::io::stdout().flush()?;
         wait_for_stop();
         println!("seed: stopped; uploaded {} bytes", seeder.uploaded());
+    }
+    if let Some(t) = trackers {
+        t.stop(STOPPED_GRACE);
     }
     Ok(())
 }

@@ -38,6 +38,10 @@ pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(90);
 /// calls it every half second between pieces.
 pub const IDLE_POLL: Duration = Duration::from_millis(100);
 
+/// Messages [`PeerConnection::idle`] reads at most per call: more than a burst of haves
+/// from a peer that just verified a batch, and the engine calls it again soon.
+pub const IDLE_MAX_MESSAGES: usize = 256;
+
 /// The timeouts of a download connection. Each default is a design decision.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
@@ -354,7 +358,9 @@ impl PeerConnection {
     /// one is due. For the time between two fetches.
     pub fn idle(&mut self, on_have: &mut dyn FnMut(usize)) -> Result<(), FetchError> {
         self.keepalive_if_due()?;
-        loop {
+        // Bounded: a peer streaming keep-alives or haves without pause must not keep the
+        // worker here for ever.
+        for _ in 0..IDLE_MAX_MESSAGES {
             if self.reader.buffer().is_empty() {
                 self.reader.get_mut().deadline = Instant::now() + IDLE_POLL;
                 match self.reader.fill_buf() {
@@ -381,6 +387,7 @@ impl PeerConnection {
                 }));
             }
         }
+        Ok(())
     }
 
     /// Fetches piece `index` (`piece_len` bytes) into `buf`, which holds exactly the

@@ -10,5 +10,6 @@ pub mod metainfo;
 pub mod peer_wire;
 pub mod rate;
 pub mod seed;
+pub mod session;
 pub mod source;
 pub mod tracker;

@@ -50,6 +50,11 @@ pub const UNCHOKE_SLOTS: usize = 5;
 /// so the queue must exceed that; 2,048 × 12 bytes is 24 KiB per peer at most.
 pub const MAX_QUEUED_REQUESTS: usize = 2048;
 
+/// Messages read between two blocks sent: a whole 8 KiB read buffer of requests (630 of
+/// 13 bytes) fits, so requests and cancels that came together are seen together, and a
+/// peer streaming messages without pause still gets its blocks.
+pub const MAX_READ_PER_BLOCK: usize = 1024;
+
 /// How often a connection thread wakes while waiting for the peer's next message: to
 /// pass on a free unchoke slot to a peer waiting for one, and to send keep-alives.
 pub const TICK: Duration = Duration::from_secs(1);
@@ -362,10 +367,13 @@ impl<'a> PeerState<'a> {
             if self.queue.is_empty() {
                 self.wait_for_message(s)?;
             }
-            // Everything already buffered is read before the next block goes out, so a
-            // `cancel` that came behind its `request` is honoured.
-            while !self.reader.buffer().is_empty() {
+            // What is already buffered is read before the next block goes out, so a
+            // `cancel` that came behind its `request` is honoured; at most
+            // MAX_READ_PER_BLOCK messages, so a flood of them cannot starve the queue.
+            let mut read = 0;
+            while !self.reader.buffer().is_empty() && read < MAX_READ_PER_BLOCK {
                 self.read_one(s)?;
+                read += 1;
             }
             if let Some(req) = self.queue.pop_front() {
                 self.serve_block(s, req)?;
