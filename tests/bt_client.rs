@@ -231,3 +231,54 @@ fn download_again_on_complete_data_checks_and_fetches_nothing() {
     );
     assert_same_tree(d.path(), d.path());
 }
+
+#[test]
+fn download_finds_our_seed_through_our_udp_tracker() {
+    let d = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let mut tracker = Killed(
+        Command::new(common::bin("swarmlet"))
+            .args(["tracker", "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    common::wait_listening(format!("127.0.0.1:{port}").parse().unwrap());
+    // The tree, then a torrent whose only tracker is ours over UDP.
+    make_torrent(d.path());
+    let url = format!("udp://127.0.0.1:{port}/announce");
+    let o = Command::new(common::require_program("mktorrent", "mktorrent"))
+        .current_dir(d.path())
+        .args(["-l", "16", "-a", &url, "-o", "u.torrent", "t"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let torrent = d.path().join("u.torrent");
+    let mut seed = Killed(
+        Command::new(common::bin("swarmlet"))
+            .args(["seed", torrent.to_str().unwrap(), "-d"])
+            .arg(d.path())
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    line_starting(&mut seed.0, "seeding ");
+    // No --peer: the only way to the seed is the tracker's peer list. The seed's first
+    // announce may still be on its way: the leecher re-announces after its interval, so
+    // give the seed a moment rather than relying on that.
+    std::thread::sleep(Duration::from_millis(500));
+    let ours = d.path().join("ours");
+    let o = finish(spawn_download(&torrent, &ours, "127.0.0.1:0", &[]));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_same_tree(d.path(), &ours);
+    drop(seed);
+    let _ = tracker.0.kill();
+}
