@@ -545,3 +545,75 @@ fn the_seeder_drops_peers_that_break_the_rules() {
     s.write_all(&h.encode()).unwrap();
     assert!(closed(&mut s));
 }
+
+/// aria2 downloads from `swarmlet seed`, meeting it through `swarmlet tracker`: our seed
+/// announces over UDP, aria2 (whose UDP tracker support needs its DHT, which stays off)
+/// over HTTP, to the same tracker, in a private network namespace with only `lo`.
+#[test]
+fn aria2_downloads_from_swarmlet_seed_through_our_tracker() {
+    let aria2 = common::require_program("aria2c", "aria2");
+    common::in_private_netns(move || {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        std::fs::write(dir.join("f.bin"), random_bytes(3_000_017, 77)).unwrap();
+        let port = common::free_port();
+        let tracker = Killed(
+            Command::new(common::bin("swarmlet"))
+                .args(["tracker", "--listen", &format!("127.0.0.1:{port}")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        common::wait_listening(std::net::SocketAddrV4::new(
+            std::net::Ipv4Addr::LOCALHOST,
+            port,
+        ));
+        let udp = format!("udp://127.0.0.1:{port}/announce");
+        let http = format!("http://127.0.0.1:{port}/announce");
+        let o = Command::new(common::bin("swarmlet"))
+            .current_dir(dir)
+            .args([
+                "create",
+                "f.bin",
+                "--piece-length",
+                "65536",
+                "-t",
+                &udp,
+                "-t",
+                &http,
+            ])
+            .args(["-o", "f.torrent"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let torrent = dir.join("f.torrent");
+        let (_seed, _addr) = swarmlet_seed(&torrent, dir);
+        let o = Command::new(aria2)
+            .arg(format!("--dir={}", dir.join("dl").display()))
+            .args([
+                "--enable-dht=false",
+                "--enable-dht6=false",
+                "--bt-enable-lpd=false",
+                "--enable-peer-exchange=false",
+                "--seed-time=0",
+                "--summary-interval=0",
+                "--console-log-level=warn",
+                "--stop=60",
+            ])
+            .arg(&torrent)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "aria2c: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        assert!(
+            std::fs::read(dir.join("f.bin")).unwrap()
+                == std::fs::read(dir.join("dl/f.bin")).unwrap_or_default(),
+            "aria2's copy differs"
+        );
+        drop(tracker);
+    });
+}
