@@ -1,7 +1,8 @@
 //! `swarmlet download` as a full client, real processes on loopback: a multi-file
 //! torrent made by mktorrent (zero-length files included) from a libtorrent seeder; a
 //! swarm of one seed and two leechers of ours, where the leechers upload to each other
-//! while downloading; and a second run on complete data that fetches nothing.
+//! while downloading; a second run on complete data that fetches nothing; and through our
+//! tracker (no --peer): our leecher from our seed, aria2 from our seed, ours from aria2.
 
 mod common;
 
@@ -267,9 +268,9 @@ fn download_finds_our_seed_through_our_udp_tracker() {
     );
     line_starting(&mut seed.0, "seeding ");
     // No --peer: the only way to the seed is the tracker's peer list. The seed's first
-    // announce may still be on its way: the leecher re-announces after its interval, so
-    // give the seed a moment rather than relying on that.
-    std::thread::sleep(Duration::from_millis(500));
+    // announce may still be on its way, and the leecher re-announces only after the
+    // tracker's interval: wait until the tracker counts the seed.
+    wait_for_a_seeder(port, &torrent);
     let ours = d.path().join("ours");
     let o = finish(spawn_download(&torrent, &ours, "127.0.0.1:0", &[]));
     let out = String::from_utf8_lossy(&o.stdout);
@@ -281,4 +282,141 @@ fn download_finds_our_seed_through_our_udp_tracker() {
     assert_same_tree(d.path(), &ours);
     drop(seed);
     let _ = tracker.0.kill();
+}
+
+/// Starts `swarmlet tracker` on a fresh loopback port; returns it and the port.
+fn our_tracker() -> (Killed, u16) {
+    let port = common::free_port();
+    let t = Killed(
+        Command::new(common::bin("swarmlet"))
+            .args(["tracker", "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    common::wait_listening(format!("127.0.0.1:{port}").parse().unwrap());
+    (t, port)
+}
+
+/// Polls our tracker's HTTP scrape (bounded, 30 s) until the torrent has a seeder.
+fn wait_for_a_seeder(port: u16, torrent: &Path) {
+    use std::io::{Read, Write};
+    let show = Command::new(common::bin("swarmlet"))
+        .args(["show", "--json", torrent.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    let hex = v["infohash"].as_str().unwrap();
+    let pct: String = (0..hex.len())
+        .step_by(2)
+        .map(|i| format!("%{}", &hex[i..i + 2]))
+        .collect();
+    let end = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < end {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(s, "GET /scrape?info_hash={pct} HTTP/1.0\r\n\r\n").unwrap();
+        let mut reply = Vec::new();
+        let _ = s.read_to_end(&mut reply);
+        if reply.windows(13).any(|w| w == b"8:completei1e") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("no seeder announced itself to the tracker");
+}
+
+/// `dir/a.torrent` for the tree under `dir/t`, with two tiers on our tracker: HTTP
+/// first (aria2 speaks UDP trackers only through its DHT socket, which is off), UDP
+/// second (ours: its HTTP announce client is not there yet). Both reach one swarm.
+fn torrent_for_aria2(dir: &Path, port: u16) -> PathBuf {
+    make_torrent(dir);
+    let o = Command::new(common::require_program("mktorrent", "mktorrent"))
+        .current_dir(dir)
+        .args(["-l", "16", "-o", "a.torrent"])
+        .args(["-a", &format!("http://127.0.0.1:{port}/announce")])
+        .args(["-a", &format!("udp://127.0.0.1:{port}/announce")])
+        .arg("t")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    dir.join("a.torrent")
+}
+
+/// aria2c on loopback only, DHT, LPD and PEX off (it has no UPnP/NAT-PMP), listening on
+/// `port`, with `extra` arguments.
+fn aria2(port: u16, extra: &[&str]) -> Command {
+    let mut c = Command::new(common::require_program("aria2c", "aria2"));
+    c.args([
+        "--enable-dht=false",
+        "--enable-dht6=false",
+        "--bt-enable-lpd=false",
+        "--enable-peer-exchange=false",
+        "--interface=127.0.0.1",
+        "--summary-interval=0",
+        "--console-log-level=warn",
+        "--bt-stop-timeout=60",
+    ])
+    .arg(format!("--listen-port={port}"))
+    .args(extra)
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    c
+}
+
+#[test]
+fn aria2_downloads_from_swarmlet_seed_through_our_tracker() {
+    let d = tempfile::tempdir().unwrap();
+    let (_tracker, port) = our_tracker();
+    let torrent = torrent_for_aria2(d.path(), port);
+    let mut seed = Killed(
+        Command::new(common::bin("swarmlet"))
+            .args(["seed", torrent.to_str().unwrap(), "-d"])
+            .arg(d.path())
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    line_starting(&mut seed.0, "seeding ");
+    wait_for_a_seeder(port, &torrent);
+    let theirs = d.path().join("aria2");
+    let child = aria2(common::free_port(), &["--seed-time=0", "-d"])
+        .arg(&theirs)
+        .arg(&torrent)
+        .spawn()
+        .unwrap();
+    let o = finish(child);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_same_tree(d.path(), &theirs);
+}
+
+#[test]
+fn swarmlet_downloads_from_an_aria2_seeder_through_our_tracker() {
+    let d = tempfile::tempdir().unwrap();
+    let (_tracker, port) = our_tracker();
+    let torrent = torrent_for_aria2(d.path(), port);
+    // -V checks the data, then aria2 seeds (for at most 2 minutes; killed at the end).
+    let _aria2 = Killed(
+        aria2(common::free_port(), &["-V", "--seed-time=2", "-d"])
+            .arg(d.path())
+            .arg(&torrent)
+            .spawn()
+            .unwrap(),
+    );
+    // aria2 announces once it has checked the data; the leecher's own first announce
+    // may come before that, and its next only after the tracker's interval: wait until
+    // the tracker's scrape counts aria2 as a seeder.
+    wait_for_a_seeder(port, &torrent);
+    let ours = d.path().join("ours");
+    let o = finish(spawn_download(&torrent, &ours, "127.0.0.1:0", &[]));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_same_tree(d.path(), &ours);
 }
