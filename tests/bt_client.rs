@@ -420,3 +420,61 @@ fn swarmlet_downloads_from_an_aria2_seeder_through_our_tracker() {
     );
     assert_same_tree(d.path(), &ours);
 }
+
+#[test]
+fn download_with_seed_serves_libtorrent_once_complete_and_exits_0_on_sigterm() {
+    let d = tempfile::tempdir().unwrap();
+    let torrent = make_torrent(d.path());
+    let (mut seed, seed_addr) = {
+        let mut c = Killed(
+            Command::new(common::bin("swarmlet"))
+                .args(["seed", torrent.to_str().unwrap(), "-d"])
+                .arg(d.path())
+                .args(["--listen", "127.0.0.1:0"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let line = line_starting(&mut c.0, "seeding ");
+        let a: SocketAddr = line.rsplit(' ').next().unwrap().parse().unwrap();
+        (c, a)
+    };
+    let ours = d.path().join("ours");
+    let mut leech = Command::new(common::bin("swarmlet"))
+        .args(["download", torrent.to_str().unwrap(), "-o"])
+        .arg(&ours)
+        .args(["--listen", "127.0.0.1:0", "--seed", "--peer"])
+        .arg(seed_addr.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Once it says it seeds, the first seed is gone: libtorrent can only get the data
+    // from the leecher turned seeder.
+    let line = line_starting(&mut leech, "seeding ");
+    let addr = line.rsplit(' ').next().unwrap().to_string();
+    let _ = seed.0.kill();
+    let _ = seed.0.wait();
+    assert_same_tree(d.path(), &ours);
+    let theirs = d.path().join("lt");
+    let o = Command::new(python())
+        .args([LT_PEER, "leech", torrent.to_str().unwrap()])
+        .arg(&theirs)
+        .arg(&addr)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    assert_same_tree(d.path(), &theirs);
+    // SAFETY: kill(2) on the pid of our own child, still unreaped.
+    unsafe { libc::kill(leech.id() as i32, libc::SIGTERM) };
+    let end = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = leech.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < end, "the seeding leecher ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+}
