@@ -478,3 +478,42 @@ fn download_with_seed_serves_libtorrent_once_complete_and_exits_0_on_sigterm() {
     };
     assert!(status.success(), "{status}");
 }
+
+#[test]
+fn a_download_interrupted_by_sigterm_exits_non_zero_and_the_next_run_resumes() {
+    let d = tempfile::tempdir().unwrap();
+    let torrent = make_torrent(d.path());
+    // 128 KiB/s: the 3.8 MB take half a minute, so the first run is stopped midway.
+    let mut seed = Killed(
+        Command::new(common::bin("swarmlet"))
+            .args(["seed", torrent.to_str().unwrap(), "-d"])
+            .arg(d.path())
+            .args(["--listen", "127.0.0.1:0", "--max-upload-rate", "128K"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let line = line_starting(&mut seed.0, "seeding ");
+    let seed_addr = line.rsplit(' ').next().unwrap().to_string();
+    let ours = d.path().join("ours");
+    let first = spawn_download(&torrent, &ours, "127.0.0.1:0", &[seed_addr.clone()]);
+    std::thread::sleep(Duration::from_secs(3));
+    // SAFETY: kill(2) on the pid of our own child, still unreaped.
+    unsafe { libc::kill(first.id() as i32, libc::SIGTERM) };
+    let o = finish(first);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(130), "{out}");
+    assert!(out.contains("interrupted: "), "{out}");
+    let second = finish(spawn_download(&torrent, &ours, "127.0.0.1:0", &[seed_addr]));
+    let out = String::from_utf8_lossy(&second.stdout);
+    assert!(second.status.success(), "{out}");
+    let resumed: usize = out
+        .split(" pieces resumed")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no resumed count in {out}"));
+    assert!(resumed > 0, "{out}");
+    assert_same_tree(d.path(), &ours);
+}

@@ -263,6 +263,10 @@ impl crate::download::Verified for HaveBroadcast {
     }
 }
 
+/// The exit status of a download interrupted by SIGINT/SIGTERM: 128 + SIGINT, as a
+/// shell reports a process a Ctrl-C ended.
+const INTERRUPTED_EXIT: i32 = 130;
+
 /// How long exiting waits for the `stopped` announce: a live tracker answers within
 /// milliseconds, a dead one must not hold the exit.
 const STOPPED_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -332,6 +336,9 @@ pub fn run_download(args: &DownloadArgs) -> anyhow::Result<()> {
             let _ = tracker_tx.send(SwarmEvent::Join(PeerSpec { info, has: None }));
         },
     );
+    // SIGINT/SIGTERM before completion: announce `stopped` and exit non-zero; what was
+    // verified is on disk and the next run's recheck keeps it.
+    catch_stop_signals();
     let report = if have.is_full() {
         None
     } else {
@@ -358,7 +365,23 @@ pub fn run_download(args: &DownloadArgs) -> anyhow::Result<()> {
             counters: counters.clone(),
         };
         let peers = &args.peers;
+        let trackers_ref = &trackers;
+        let counters_ref = &counters;
         let result = std::thread::scope(|s| {
+            s.spawn(|| {
+                while !done.load(Ordering::SeqCst) {
+                    if STOP.load(Ordering::SeqCst) {
+                        if let Some(t) = trackers_ref {
+                            t.stop_in_place(STOPPED_GRACE);
+                        }
+                        let left = counters_ref.left.load(Ordering::Relaxed);
+                        println!("interrupted: {left} bytes still missing; the next run resumes");
+                        let _ = std::io::stdout().flush();
+                        std::process::exit(INTERRUPTED_EXIT);
+                    }
+                    std::thread::sleep(STOP_POLL);
+                }
+            });
             s.spawn(|| {
                 while !done.load(Ordering::SeqCst) {
                     for &addr in peers {
@@ -422,7 +445,6 @@ pub fn run_download(args: &DownloadArgs) -> anyhow::Result<()> {
     );
     std::io::stdout().flush()?;
     if args.seed {
-        catch_stop_signals();
         println!("seeding {} on {listen}", m.info_hash);
         std::io::stdout().flush()?;
         wait_for_stop();

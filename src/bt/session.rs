@@ -131,14 +131,22 @@ impl TrackerSession {
     /// Announces `stopped`, waiting for it at most `grace` (a dead tracker must not hold
     /// the process: the thread is then left to the exit).
     pub fn stop(mut self, grace: Duration) {
+        self.stop_in_place(grace);
+        if let Some(t) = self.thread.take()
+            && t.is_finished()
+        {
+            let _ = t.join();
+        }
+    }
+
+    /// [`TrackerSession::stop`] from a shared reference, for a thread about to end the
+    /// process (an interrupted download).
+    pub fn stop_in_place(&self, grace: Duration) {
         self.stop.store(true, Ordering::SeqCst);
         let until = Instant::now() + grace;
-        if let Some(t) = self.thread.take() {
+        if let Some(t) = &self.thread {
             while !t.is_finished() && Instant::now() < until {
                 std::thread::sleep(Duration::from_millis(20));
-            }
-            if t.is_finished() {
-                let _ = t.join();
             }
         }
     }
