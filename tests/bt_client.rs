@@ -497,7 +497,12 @@ fn a_download_interrupted_by_sigterm_exits_non_zero_and_the_next_run_resumes() {
     let line = line_starting(&mut seed.0, "seeding ");
     let seed_addr = line.rsplit(' ').next().unwrap().to_string();
     let ours = d.path().join("ours");
-    let first = spawn_download(&torrent, &ours, "127.0.0.1:0", &[seed_addr.clone()]);
+    let first = spawn_download(
+        &torrent,
+        &ours,
+        "127.0.0.1:0",
+        std::slice::from_ref(&seed_addr),
+    );
     std::thread::sleep(Duration::from_secs(3));
     // SAFETY: kill(2) on the pid of our own child, still unreaped.
     unsafe { libc::kill(first.id() as i32, libc::SIGTERM) };
