@@ -93,3 +93,365 @@ pub fn run_show(args: &ShowArgs) -> anyhow::Result<()> {
     println!("magnet: {}", m.magnet());
     Ok(())
 }
+
+/// `swarmlet seed`: serve a complete torrent's data to peers that connect.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SeedArgs {
+    /// The .torrent file
+    pub torrent: PathBuf,
+    /// Directory holding the data (`DIR/<name>`)
+    #[arg(short = 'd', long = "dir", value_name = "DIR", default_value = ".")]
+    pub dir: PathBuf,
+    /// Address to accept peers on
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:6881")]
+    pub listen: std::net::SocketAddr,
+    /// Upload limit in bytes per second (`500K`, `10M`), all peers together
+    #[arg(long, value_name = "R")]
+    pub max_upload_rate: Option<super::rate::Rate>,
+}
+
+/// `swarmlet download`: fetch a torrent's data from its swarm, uploading to it meanwhile.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DownloadArgs {
+    /// The .torrent file
+    pub torrent: PathBuf,
+    /// Directory to write the data into (`DIR/<name>`)
+    #[arg(
+        short = 'o',
+        long = "dir",
+        visible_alias = "output",
+        value_name = "DIR",
+        default_value = "."
+    )]
+    pub dir: PathBuf,
+    /// Address to accept peers on (they download from us meanwhile)
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:6881")]
+    pub listen: std::net::SocketAddr,
+    /// A peer to download from (repeatable); trackers add more
+    #[arg(long = "peer", value_name = "IP:PORT")]
+    pub peers: Vec<std::net::SocketAddr>,
+    /// Keep seeding once complete, until SIGINT/SIGTERM
+    #[arg(long)]
+    pub seed: bool,
+    /// Upload limit in bytes per second (`500K`, `10M`), all peers together
+    #[arg(long, value_name = "R")]
+    pub max_upload_rate: Option<super::rate::Rate>,
+}
+
+/// Our peer id: Azureus style, `-SW0001-` and 12 random characters, fresh per run.
+pub fn our_peer_id() -> super::peer_wire::PeerId {
+    let mut id = *b"-SW0001-000000000000";
+    let r = format!(
+        "{:016x}",
+        super::announce::random_u64() ^ u64::from(std::process::id())
+    );
+    id[8..].copy_from_slice(&r.as_bytes()[..12]);
+    super::peer_wire::PeerId(id)
+}
+
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    // Only an atomic store: all a signal handler may safely do.
+    STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// How often the main thread of `seed` looks for SIGINT/SIGTERM: a tenth of a second is
+/// prompt for a person and costs nothing.
+const STOP_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Opens a torrent's data under `dir` and rechecks it.
+fn open_data(
+    torrent: &std::path::Path,
+    dir: &std::path::Path,
+) -> anyhow::Result<(
+    super::metainfo::Metainfo,
+    std::sync::Arc<crate::storage::files::FilesStore>,
+    crate::bitfield::Bitfield,
+)> {
+    use crate::storage::PieceStore;
+    let m = super::metainfo::Metainfo::read(torrent)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", torrent.display()))?;
+    let layout = m.layout()?;
+    let store = crate::storage::files::FilesStore::create(dir, layout)?;
+    let have = store.recheck(&m.digests())?;
+    Ok((m, std::sync::Arc::new(store), have))
+}
+
+/// Runs `swarmlet seed`: recheck, refuse unless complete, serve until SIGINT/SIGTERM.
+pub fn run_seed(args: &SeedArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    let (m, store, have) = open_data(&args.torrent, &args.dir)?;
+    if !have.is_full() {
+        anyhow::bail!(
+            "not seeding: {} of {} pieces are missing or bad under {}",
+            have.len() - have.count(),
+            have.len(),
+            args.dir.display()
+        );
+    }
+    let layout = store.layout().clone();
+    let id = our_peer_id();
+    let seeder =
+        super::seed::Seeder::new(m.info_hash, id, store, &layout).with_limit(args.max_upload_rate);
+    catch_stop_signals();
+    let addr = super::seed::spawn(args.listen, seeder.clone())?;
+    // On stdout, for scripts and tests that connect peers directly: the data is checked
+    // and the listener open, so a peer that dials now is served.
+    println!("seeding {} on {addr}", m.info_hash);
+    std::io::stdout().flush()?;
+    let counters = std::sync::Arc::new(super::session::Counters::default());
+    // A seed dials nobody: peers the tracker lists find us through it.
+    let trackers = start_trackers(&m, id, addr, counters, seeder.clone(), |_| {});
+    wait_for_stop();
+    println!("seed: stopped; uploaded {} bytes", seeder.uploaded());
+    if let Some(t) = trackers {
+        t.stop(STOPPED_GRACE);
+    }
+    Ok(())
+}
+
+/// Makes SIGINT and SIGTERM set [`STOP`] instead of killing the process.
+fn catch_stop_signals() {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        let h = on_stop_signal as *const () as libc::sighandler_t;
+        libc::signal(libc::SIGINT, h);
+        libc::signal(libc::SIGTERM, h);
+    }
+}
+
+/// Blocks until SIGINT or SIGTERM (see [`catch_stop_signals`]).
+fn wait_for_stop() {
+    while !STOP.load(std::sync::atomic::Ordering::SeqCst) {
+        std::thread::sleep(STOP_POLL);
+    }
+}
+
+/// How often the `--peer` peers are offered to the engine again: one that failed (not
+/// listening yet, restarting) is dropped by the engine and taken back once its
+/// `rejoin_after` has passed; an offer of a peer in use is ignored. So the client cycles
+/// through every peer it knows, at one offer per peer per interval.
+const REOFFER_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// With peers to come and go, a download gives up when nothing was verified and nothing
+/// was in flight for this long: five minutes covers a seed that restarts or a tracker
+/// that answers late, and still ends a run whose swarm is gone.
+const STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Tells every upload connection of each verified piece (`have`), and counts it for the
+/// tracker announces.
+struct HaveBroadcast {
+    seeder: std::sync::Arc<super::seed::Seeder>,
+    counters: std::sync::Arc<super::session::Counters>,
+}
+
+impl crate::download::Verified for HaveBroadcast {
+    fn verified(&self, indexes: &[usize], data: &[u8]) {
+        use std::sync::atomic::Ordering;
+        for &i in indexes {
+            self.seeder.announce(i);
+            let n = data.len() as u64;
+            self.counters.downloaded.fetch_add(n, Ordering::Relaxed);
+            let _ = self
+                .counters
+                .left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
+                    Some(l.saturating_sub(n))
+                });
+        }
+    }
+}
+
+/// The exit status of a download interrupted by SIGINT/SIGTERM: 128 + SIGINT, as a
+/// shell reports a process a Ctrl-C ended.
+const INTERRUPTED_EXIT: i32 = 130;
+
+/// How long exiting waits for the `stopped` announce: a live tracker answers within
+/// milliseconds, a dead one must not hold the exit.
+const STOPPED_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Starts the tracker session of `m` (none when it names no tracker); every peer a
+/// tracker lists goes to `on_peer`.
+fn start_trackers(
+    m: &super::metainfo::Metainfo,
+    id: super::peer_wire::PeerId,
+    listen: std::net::SocketAddr,
+    counters: std::sync::Arc<super::session::Counters>,
+    seeder: std::sync::Arc<super::seed::Seeder>,
+    on_peer: impl Fn(std::net::SocketAddr) + Send + 'static,
+) -> Option<super::session::TrackerSession> {
+    let tiers = super::announce::Tiers::new(None, Some(&m.trackers));
+    super::session::TrackerSession::start(
+        tiers,
+        m.info_hash.0,
+        id.0,
+        listen,
+        counters,
+        move || seeder.uploaded(),
+        move |peers| peers.into_iter().for_each(&on_peer),
+    )
+}
+
+/// Runs `swarmlet download`: recheck (resume), listen for peers that download from us,
+/// fetch every missing piece through the shared engine from the `--peer` peers, print a
+/// summary; with `--seed`, keep serving until SIGINT/SIGTERM.
+pub fn run_download(args: &DownloadArgs) -> anyhow::Result<()> {
+    use crate::download::{self, Extras, Options, PeerInfo, PeerSpec, Plan, SwarmEvent};
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (m, store, have) = open_data(&args.torrent, &args.dir)?;
+    let layout = store.layout().clone();
+    let id = our_peer_id();
+    let seeder = super::seed::Seeder::new(m.info_hash, id, store.clone(), &layout)
+        .with_limit(args.max_upload_rate);
+    // The listener runs from the start: whoever dials us gets what we have, and the
+    // `have`s of what we verify (the engine's on_verified hook below).
+    let listen = super::seed::spawn(args.listen, seeder.clone())?;
+    println!("listening on {listen}");
+    std::io::stdout().flush()?;
+    let name = m.name_lossy();
+    let have_bytes: u64 = (0..layout.piece_count())
+        .filter(|&i| have.has(i))
+        .map(|i| layout.piece_len(i))
+        .sum();
+    let counters = std::sync::Arc::new(super::session::Counters {
+        left: (layout.total_len() - have_bytes).into(),
+        ..Default::default()
+    });
+    let (tx, rx) = download::swarm::channel();
+    let tracker_tx = tx.clone();
+    let trackers = start_trackers(
+        &m,
+        id,
+        listen,
+        counters.clone(),
+        seeder.clone(),
+        move |addr| {
+            let info = PeerInfo {
+                addr,
+                label: addr.to_string(),
+            };
+            // After the download the engine is gone: peers then only dial us.
+            let _ = tracker_tx.send(SwarmEvent::Join(PeerSpec { info, has: None }));
+        },
+    );
+    // SIGINT/SIGTERM before completion: announce `stopped` and exit non-zero; what was
+    // verified is on disk and the next run's recheck keeps it.
+    catch_stop_signals();
+    let report = if have.is_full() {
+        None
+    } else {
+        let plan = Plan::new(name.clone(), m.digests(), Some(layout.clone()))?;
+        let connector = super::source::BtConnector::new(
+            m.info_hash,
+            id,
+            layout.clone(),
+            super::fetch::Timeouts::default(),
+        )
+        .skip(listen);
+        // Trackers (the announce thread above: UDP now, HTTP as soon as
+        // `announce::announce` speaks it) send `SwarmEvent::Join` for each peer they list
+        // on this channel; `--peer` peers go the same way.
+        let done = AtomicBool::new(false);
+        let opts = Options {
+            tie_seed: Options::random_seed(),
+            stall_timeout: Some(STALL_TIMEOUT),
+            ..Options::default()
+        };
+        let progress = indicatif::ProgressBar::hidden();
+        let hook = HaveBroadcast {
+            seeder: seeder.clone(),
+            counters: counters.clone(),
+        };
+        let peers = &args.peers;
+        let trackers_ref = &trackers;
+        let counters_ref = &counters;
+        let result = std::thread::scope(|s| {
+            s.spawn(|| {
+                while !done.load(Ordering::SeqCst) {
+                    if STOP.load(Ordering::SeqCst) {
+                        if let Some(t) = trackers_ref {
+                            t.stop_in_place(STOPPED_GRACE);
+                        }
+                        let left = counters_ref.left.load(Ordering::Relaxed);
+                        println!("interrupted: {left} bytes still missing; the next run resumes");
+                        let _ = std::io::stdout().flush();
+                        std::process::exit(INTERRUPTED_EXIT);
+                    }
+                    std::thread::sleep(STOP_POLL);
+                }
+            });
+            s.spawn(|| {
+                while !done.load(Ordering::SeqCst) {
+                    for &addr in peers {
+                        let info = PeerInfo {
+                            addr,
+                            label: addr.to_string(),
+                        };
+                        if tx
+                            .send(SwarmEvent::Join(PeerSpec { info, has: None }))
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    let until = std::time::Instant::now() + REOFFER_INTERVAL;
+                    while std::time::Instant::now() < until && !done.load(Ordering::SeqCst) {
+                        std::thread::sleep(STOP_POLL);
+                    }
+                }
+            });
+            let r = download::download_with(
+                &plan,
+                &*store,
+                &connector,
+                &opts,
+                &progress,
+                Extras {
+                    on_verified: Some(&hook),
+                    swarm: Some(rx),
+                },
+            );
+            done.store(true, Ordering::SeqCst);
+            r
+        });
+        match result {
+            Ok(r) => Some(r),
+            Err(e) => {
+                if let Some(t) = trackers {
+                    t.stop(STOPPED_GRACE);
+                }
+                return Err(e.into());
+            }
+        }
+    };
+    drop(tx);
+    let (bytes, secs, peers_used, refetched, resumed) = match &report {
+        Some(r) => (
+            r.bytes,
+            r.elapsed.as_secs_f64(),
+            r.peers.iter().filter(|p| p.chunks > 0).count(),
+            r.retries,
+            r.resumed,
+        ),
+        None => (0, 0.0, 0, 0, have.count()),
+    };
+    println!(
+        "{name}: downloaded {bytes} bytes in {secs:.2} s ({:.1} MB/s) from {peers_used} peers; \
+         uploaded {} bytes; {resumed} pieces resumed, {refetched} re-fetched",
+        bytes as f64 / secs.max(1e-9) / 1e6,
+        seeder.uploaded(),
+    );
+    std::io::stdout().flush()?;
+    if args.seed {
+        println!("seeding {} on {listen}", m.info_hash);
+        std::io::stdout().flush()?;
+        wait_for_stop();
+        println!("seed: stopped; uploaded {} bytes", seeder.uploaded());
+    }
+    if let Some(t) = trackers {
+        t.stop(STOPPED_GRACE);
+    }
+    Ok(())
+}
