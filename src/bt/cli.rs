@@ -204,7 +204,8 @@ pub fn run_seed(args: &SeedArgs) -> anyhow::Result<()> {
     // A seed dials nobody: peers the tracker lists find us through it.
     let trackers = start_trackers(&m, id, addr, counters, seeder.clone(), |_| {});
     wait_for_stop();
-    println!("seed: stopped; uploaded {} bytes", seeder.uploaded());
+    // stdout may be gone by now (a closed pipe): never panic on the way out.
+    let _ = writeln!(std::io::stdout(), "seed: stopped; uploaded {} bytes", seeder.uploaded());
     if let Some(t) = trackers {
         t.stop(STOPPED_GRACE);
     }
@@ -448,7 +449,8 @@ pub fn run_download(args: &DownloadArgs) -> anyhow::Result<()> {
         println!("seeding {} on {listen}", m.info_hash);
         std::io::stdout().flush()?;
         wait_for_stop();
-        println!("seed: stopped; uploaded {} bytes", seeder.uploaded());
+        // stdout may be gone by now (a closed pipe): never panic on the way out.
+        let _ = writeln!(std::io::stdout(), "seed: stopped; uploaded {} bytes", seeder.uploaded());
     }
     if let Some(t) = trackers {
         t.stop(STOPPED_GRACE);
