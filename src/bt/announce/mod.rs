@@ -7,6 +7,7 @@
 //! with [`announce`] as the per-tracker function, and schedules the next round from
 //! [`AnnounceResponse::next_announce`].
 
+pub mod http;
 pub mod tiers;
 pub mod udp;
 
@@ -187,7 +188,7 @@ pub fn encode_compact(peers: &[SocketAddr]) -> (Vec<u8>, Vec<u8>) {
 /// Why an announce to one tracker failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AnnounceError {
-    /// The URL's scheme is not `udp` (HTTP is not written yet).
+    /// The URL's scheme is neither `http` nor `udp`.
     #[error("unsupported tracker URL scheme in {url:?}")]
     UnsupportedScheme {
         /// The URL.
@@ -196,14 +197,19 @@ pub enum AnnounceError {
     /// The UDP announce failed.
     #[error(transparent)]
     Udp(#[from] udp::UdpError),
+    /// The HTTP announce failed.
+    #[error(transparent)]
+    Http(#[from] http::HttpError),
 }
 
-/// Announces to one tracker by its URL (UDP only so far), with the default timeouts.
+/// Announces to one tracker by its URL, `udp://` (BEP 15) or `http://` (BEP 3), with
+/// the default timeouts: the one function [`Tiers::announce`] needs for either scheme.
 pub fn announce(url: &str, req: &AnnounceRequest) -> Result<AnnounceResponse, AnnounceError> {
     let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
-    // HTTP(S) announces (ureq) are the next step; until then only UDP is spoken.
     if lower.starts_with("udp://") {
         Ok(udp::announce_url(url, req, &udp::UdpConfig::default())?)
+    } else if lower.starts_with("http://") {
+        Ok(http::announce_url(url, req)?)
     } else {
         Err(AnnounceError::UnsupportedScheme {
             url: url.chars().take(MAX_TRACKER_TEXT).collect(),

@@ -216,32 +216,33 @@ fn status_page(t: &Tracker) -> Vec<u8> {
     s.into_bytes()
 }
 
+/// The status page's figures as JSON, built by serde_json so that escaping and number
+/// formatting are never ours to get wrong.
 fn stats_json(t: &Tracker) -> Vec<u8> {
-    // Only hex digits and numbers go in: nothing needs escaping.
-    let swarms: Vec<String> = t
+    let swarms: Vec<serde_json::Value> = t
         .swarm_stats(STATUS_SWARMS)
         .iter()
         .map(|sw| {
-            format!(
-                "{{\"info_hash\":\"{}\",\"complete\":{},\"incomplete\":{},\"downloaded\":{}}}",
-                sw.info_hash.to_hex(),
-                sw.counts.complete,
-                sw.counts.incomplete,
-                sw.counts.downloaded
-            )
+            serde_json::json!({
+                "info_hash": sw.info_hash.to_hex(),
+                "complete": sw.counts.complete,
+                "incomplete": sw.counts.incomplete,
+                "downloaded": sw.counts.downloaded,
+            })
         })
         .collect();
-    format!(
-        "{{\"swarms\":{},\"peers\":{},\"announces\":{},\"scrapes\":{},\"failures\":{},\"uptime_secs\":{},\"top_swarms\":[{}]}}\n",
-        t.swarm_count(),
-        t.peer_count(),
-        t.totals.announces.load(Ordering::Relaxed),
-        t.totals.scrapes.load(Ordering::Relaxed),
-        t.totals.failures.load(Ordering::Relaxed),
-        t.uptime().as_secs(),
-        swarms.join(",")
-    )
-    .into_bytes()
+    let v = serde_json::json!({
+        "swarms": t.swarm_count(),
+        "peers": t.peer_count(),
+        "announces": t.totals.announces.load(Ordering::Relaxed),
+        "scrapes": t.totals.scrapes.load(Ordering::Relaxed),
+        "failures": t.totals.failures.load(Ordering::Relaxed),
+        "uptime_secs": t.uptime().as_secs(),
+        "top_swarms": swarms,
+    });
+    let mut out = v.to_string().into_bytes();
+    out.push(b'\n');
+    out
 }
 
 /// One parsed request head.
@@ -406,6 +407,31 @@ impl Handler for HttpFrontEnd {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bt::tracker::Settings;
+    use crate::bt::tracker::announce::{Announce, Event};
+
+    #[test]
+    fn stats_json_parses_and_counts() {
+        let t = Tracker::new(Settings::default(), None);
+        let a = Announce {
+            info_hash: crate::bt::tracker::InfoHash([3; 20]),
+            peer_id: crate::bt::tracker::PeerId([1; 20]),
+            port: 6000,
+            uploaded: 0,
+            downloaded: 0,
+            left: 0,
+            event: Event::Started,
+            numwant: 50,
+            compact: true,
+            no_peer_id: false,
+        };
+        t.announce(&a, "127.0.0.1:6000".parse().unwrap()).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&stats_json(&t)).unwrap();
+        assert_eq!(v["swarms"], 1);
+        assert_eq!(v["peers"], 1);
+        assert_eq!(v["top_swarms"][0]["info_hash"], "03".repeat(20));
+        assert_eq!(v["top_swarms"][0]["complete"], 1);
+    }
 
     #[test]
     fn heads() {
