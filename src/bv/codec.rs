@@ -171,7 +171,9 @@ impl Descriptor {
         if n > MAX_CHUNKS as u64 {
             return Err(CodecError::TooMany(n));
         }
-        let mut chunks = Vec::with_capacity(n as usize);
+        // The count is only a claim: grow with the lines that arrive, so 20 bytes saying
+        // "1000000" do not reserve 1,000,000 entries (tens of MB) up front.
+        let mut chunks = Vec::new();
         for _ in 0..n {
             let line = read_line(r, 128)?;
             let comma = line
