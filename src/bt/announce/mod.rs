@@ -188,7 +188,7 @@ pub fn encode_compact(peers: &[SocketAddr]) -> (Vec<u8>, Vec<u8>) {
 /// Why an announce to one tracker failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AnnounceError {
-    /// The URL's scheme is neither `http` nor `udp`.
+    /// The URL's scheme is none of `http`, `https` and `udp`.
     #[error("unsupported tracker URL scheme in {url:?}")]
     UnsupportedScheme {
         /// The URL.
@@ -202,13 +202,14 @@ pub enum AnnounceError {
     Http(#[from] http::HttpError),
 }
 
-/// Announces to one tracker by its URL, `udp://` (BEP 15) or `http://` (BEP 3), with
-/// the default timeouts: the one function [`Tiers::announce`] needs for either scheme.
+/// Announces to one tracker by its URL, `udp://` (BEP 15) or `http://` / `https://`
+/// (BEP 3; TLS by rustls), with the default timeouts: the one function
+/// [`Tiers::announce`] needs for every scheme ([`Tiers::announce_request`] calls it).
 pub fn announce(url: &str, req: &AnnounceRequest) -> Result<AnnounceResponse, AnnounceError> {
     let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
     if lower.starts_with("udp://") {
         Ok(udp::announce_url(url, req, &udp::UdpConfig::default())?)
-    } else if lower.starts_with("http://") {
+    } else if lower.starts_with("http://") || lower.starts_with("https://") {
         Ok(http::announce_url(url, req)?)
     } else {
         Err(AnnounceError::UnsupportedScheme {

@@ -90,6 +90,18 @@ impl Tiers {
     }
 }
 
+impl Tiers {
+    /// One announce round of `req` over the tiers with [`super::announce`] (HTTP(S) or
+    /// UDP by each URL's scheme): the first tracker that answers wins and moves to the
+    /// front of its tier (BEP 12). The call a client's announce thread makes.
+    pub fn announce_request(
+        &mut self,
+        req: &super::AnnounceRequest,
+    ) -> Result<(String, super::AnnounceResponse), AllFailed<super::AnnounceError>> {
+        self.announce(|url| super::announce(url, req))
+    }
+}
+
 /// Fisher-Yates with [`random_u64`].
 fn shuffle<T>(v: &mut [T]) {
     for i in (1..v.len()).rev() {
