@@ -10,11 +10,11 @@ Measures how fast charlie --step 2 moves a file, against this machine's physical
 ceiling measured in the same run, and prints the tables. Nothing tracked changes
 unless --write-docs is given.
 
-  scripts/bench.sh --quick           a quick look, about 30 s once built: 256 MiB,
+  scripts/bench.sh --quick           a quick look, 30 s to 1 min once built: 256 MiB,
                                      512 KiB chunks, 3 pairs (up to 5), iperf3 for 1 s,
                                      one round of the course implementations, no
                                      memory-against-size runs
-  scripts/bench.sh                   the full run, about 6 minutes: 1 GiB; 512 KiB,
+  scripts/bench.sh                   the full run, 6 to 15 minutes: 1 GiB; 512 KiB,
                                      1 MiB and 2 MiB chunks; 3 pairs each (up to 9);
                                      3 rounds of the course implementations; charlie's
                                      memory on 4 GiB and on 65,535 chunks; the loads

@@ -40,6 +40,7 @@ packages=(
   "transmission-cli:transmission-show" # BitTorrent interop: Transmission's torrent reader
   "aria2:aria2c"                       # BitTorrent interop: aria2
   "opentracker:opentracker"            # BitTorrent tests: a third-party tracker
+  "iperf3:iperf3"                      # bench_tools: the loopback ceiling (also scripts/bench.sh)
   "python3-libtorrent:"                # BitTorrent interop: libtorrent (Debian python)
 )
 
