@@ -205,7 +205,11 @@ pub fn run_seed(args: &SeedArgs) -> anyhow::Result<()> {
     let trackers = start_trackers(&m, id, addr, counters, seeder.clone(), |_| {});
     wait_for_stop();
     // stdout may be gone by now (a closed pipe): never panic on the way out.
-    let _ = writeln!(std::io::stdout(), "seed: stopped; uploaded {} bytes", seeder.uploaded());
+    let _ = writeln!(
+        std::io::stdout(),
+        "seed: stopped; uploaded {} bytes",
+        seeder.uploaded()
+    );
     if let Some(t) = trackers {
         t.stop(STOPPED_GRACE);
     }
@@ -450,7 +454,11 @@ pub fn run_download(args: &DownloadArgs) -> anyhow::Result<()> {
         std::io::stdout().flush()?;
         wait_for_stop();
         // stdout may be gone by now (a closed pipe): never panic on the way out.
-        let _ = writeln!(std::io::stdout(), "seed: stopped; uploaded {} bytes", seeder.uploaded());
+        let _ = writeln!(
+            std::io::stdout(),
+            "seed: stopped; uploaded {} bytes",
+            seeder.uploaded()
+        );
     }
     if let Some(t) = trackers {
         t.stop(STOPPED_GRACE);
