@@ -153,6 +153,32 @@ pub fn count_progress(total: u64, what: &str) -> ProgressBar {
     pb
 }
 
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    // Only an atomic store: all a signal handler may safely do.
+    STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Turns SIGINT and SIGTERM into a flag that long-running programs poll (a seed, a
+/// bvTorrent client, a download), so that they leave their swarm cleanly (`stopped`,
+/// `DISCONNECT!`) and exit 0 instead of dying mid-write. One flag for the process: no
+/// signal crate is needed for it.
+pub fn stop_on_signals() -> &'static std::sync::atomic::AtomicBool {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        let h = on_stop_signal as *const () as libc::sighandler_t;
+        libc::signal(libc::SIGINT, h);
+        libc::signal(libc::SIGTERM, h);
+    }
+    &STOP
+}
+
+/// Whether SIGINT or SIGTERM came since [`stop_on_signals`].
+pub fn stop_requested() -> bool {
+    STOP.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -149,13 +149,6 @@ pub fn our_peer_id() -> super::peer_wire::PeerId {
     super::peer_wire::PeerId(id)
 }
 
-static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-extern "C" fn on_stop_signal(_: libc::c_int) {
-    // Only an atomic store: all a signal handler may safely do.
-    STOP.store(true, std::sync::atomic::Ordering::SeqCst);
-}
-
 /// How often the main thread of `seed` looks for SIGINT/SIGTERM: a tenth of a second is
 /// prompt for a person and costs nothing.
 const STOP_POLL: std::time::Duration = std::time::Duration::from_millis(100);
@@ -180,7 +173,6 @@ fn open_data(
 
 /// Runs `swarmlet seed`: recheck, refuse unless complete, serve until SIGINT/SIGTERM.
 pub fn run_seed(args: &SeedArgs) -> anyhow::Result<()> {
-    use std::io::Write;
     let (m, store, have) = open_data(&args.torrent, &args.dir)?;
     if !have.is_full() {
         anyhow::bail!(
@@ -196,13 +188,27 @@ pub fn run_seed(args: &SeedArgs) -> anyhow::Result<()> {
         super::seed::Seeder::new(m.info_hash, id, store, &layout).with_limit(args.max_upload_rate);
     catch_stop_signals();
     let addr = super::seed::spawn(args.listen, seeder.clone())?;
-    // On stdout, for scripts and tests that connect peers directly: the data is checked
-    // and the listener open, so a peer that dials now is served.
-    println!("seeding {} on {addr}", m.info_hash);
-    std::io::stdout().flush()?;
     let counters = std::sync::Arc::new(super::session::Counters::default());
     // A seed dials nobody: peers the tracker lists find us through it.
     let trackers = start_trackers(&m, id, addr, counters, seeder.clone(), |_| {});
+    seed_until_stopped(&m.info_hash, addr, &seeder)?;
+    if let Some(t) = trackers {
+        t.stop(STOPPED_GRACE);
+    }
+    Ok(())
+}
+
+/// Says on stdout that we seed (for scripts and tests that connect peers directly: the
+/// data is checked and the listener open, so a peer that dials now is served), serves
+/// until SIGINT/SIGTERM, then says what was uploaded.
+fn seed_until_stopped(
+    info_hash: &super::metainfo::InfoHash,
+    addr: std::net::SocketAddr,
+    seeder: &super::seed::Seeder,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    println!("seeding {info_hash} on {addr}");
+    std::io::stdout().flush()?;
     wait_for_stop();
     // stdout may be gone by now (a closed pipe): never panic on the way out.
     let _ = writeln!(
@@ -210,25 +216,17 @@ pub fn run_seed(args: &SeedArgs) -> anyhow::Result<()> {
         "seed: stopped; uploaded {} bytes",
         seeder.uploaded()
     );
-    if let Some(t) = trackers {
-        t.stop(STOPPED_GRACE);
-    }
     Ok(())
 }
 
-/// Makes SIGINT and SIGTERM set [`STOP`] instead of killing the process.
+/// Makes SIGINT and SIGTERM set the stop flag instead of killing the process.
 fn catch_stop_signals() {
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        let h = on_stop_signal as *const () as libc::sighandler_t;
-        libc::signal(libc::SIGINT, h);
-        libc::signal(libc::SIGTERM, h);
-    }
+    crate::cli::stop_on_signals();
 }
 
 /// Blocks until SIGINT or SIGTERM (see [`catch_stop_signals`]).
 fn wait_for_stop() {
-    while !STOP.load(std::sync::atomic::Ordering::SeqCst) {
+    while !crate::cli::stop_requested() {
         std::thread::sleep(STOP_POLL);
     }
 }
@@ -375,7 +373,7 @@ pub fn run_download(args: &DownloadArgs) -> anyhow::Result<()> {
         let result = std::thread::scope(|s| {
             s.spawn(|| {
                 while !done.load(Ordering::SeqCst) {
-                    if STOP.load(Ordering::SeqCst) {
+                    if crate::cli::stop_requested() {
                         if let Some(t) = trackers_ref {
                             t.stop_in_place(STOPPED_GRACE);
                         }
@@ -450,15 +448,7 @@ pub fn run_download(args: &DownloadArgs) -> anyhow::Result<()> {
     );
     std::io::stdout().flush()?;
     if args.seed {
-        println!("seeding {} on {listen}", m.info_hash);
-        std::io::stdout().flush()?;
-        wait_for_stop();
-        // stdout may be gone by now (a closed pipe): never panic on the way out.
-        let _ = writeln!(
-            std::io::stdout(),
-            "seed: stopped; uploaded {} bytes",
-            seeder.uploaded()
-        );
+        seed_until_stopped(&m.info_hash, listen, &seeder)?;
     }
     if let Some(t) = trackers {
         t.stop(STOPPED_GRACE);

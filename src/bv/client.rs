@@ -153,31 +153,10 @@ impl Summary {
     }
 }
 
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_stop_signal(_: libc::c_int) {
-    // Only an atomic store: all a signal handler may safely do.
-    STOP.store(true, Ordering::SeqCst);
-}
-
-/// Turns SIGINT and SIGTERM into a flag the client polls (every [`STOP_POLL`] while
-/// seeding, between chunks while downloading), so that it leaves with `DISCONNECT!` and
-/// exits 0. The same handler as the BitTorrent tracker's SIGHUP: no signal crate needed
-/// for one flag.
-pub fn stop_on_signals() -> &'static AtomicBool {
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(
-            libc::SIGINT,
-            on_stop_signal as *const () as libc::sighandler_t,
-        );
-        libc::signal(
-            libc::SIGTERM,
-            on_stop_signal as *const () as libc::sighandler_t,
-        );
-    }
-    &STOP
-}
+/// SIGINT and SIGTERM as a flag the client polls (every [`STOP_POLL`] while seeding,
+/// through the engine's swarm feeder while downloading), so that it leaves with
+/// `DISCONNECT!` and exits 0.
+pub use crate::cli::stop_on_signals;
 
 /// Runs the client: join, recheck, serve, download what is missing, then leave when the
 /// file is complete (with `exit_when_done`) or when `stop` is set.
