@@ -505,7 +505,10 @@ fn fake_holder(
     data: Vec<u8>,
     mask: Vec<bool>,
     delay: Duration,
-) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<usize>>>) {
+) -> (
+    u16,
+    std::sync::Arc<std::sync::Mutex<Vec<(usize, std::net::IpAddr)>>>,
+) {
     use std::io::{BufRead, Write};
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
@@ -525,7 +528,8 @@ fn fake_holder(
                 let Ok(i) = line.trim().parse::<usize>() else {
                     return;
                 };
-                seen.lock().unwrap().push(i);
+                let from = s.peer_addr().map(|a| a.ip()).unwrap_or([0, 0, 0, 0].into());
+                seen.lock().unwrap().push((i, from));
                 if !mask.get(i).copied().unwrap_or(false) {
                     return; // close: what a holder without the chunk does
                 }
@@ -556,7 +560,7 @@ fn holders_are_asked_only_for_chunks_their_masks_list_and_slow_holders_are_waite
     wait_exit(&mut leech);
     s.assert_has("leech");
     let asked = asked.lock().unwrap().clone();
-    assert!(asked.iter().all(|&i| i == 0), "asked for {asked:?}");
+    assert!(asked.iter().all(|&(i, _)| i == 0), "asked for {asked:?}");
 
     // The only holder answers each chunk after 3 s (it queues connections): waited for.
     let s = Swarm::new(2 * CHUNK as usize, 18);
@@ -568,4 +572,32 @@ fn holders_are_asked_only_for_chunks_their_masks_list_and_slow_holders_are_waite
     wait_exit(&mut leech);
     s.assert_has("slow");
     assert_eq!(asked.lock().unwrap().len(), 2, "each chunk asked once");
+}
+
+#[test]
+fn outgoing_connections_are_not_bound_to_the_listen_address() {
+    // Our client listens on 127.0.0.2 but its fetches leave from the address the kernel
+    // routes from (127.0.0.1 towards a holder on 127.0.0.1), as other clients expect of a
+    // peer that connects from one address and listens on another.
+    let s = Swarm::new(3 * CHUNK as usize, 19);
+    let (_t, addr) = start_tracker(Tracker::Ours, &s.file(), &s.logs());
+    let (port, asked) = fake_holder(s.data.clone(), vec![true; 3], Duration::ZERO);
+    let (member, _) = TrackerSession::connect(addr).unwrap();
+    member.register(port, &Bitfield::full(3)).unwrap();
+    let mut c = Command::new(bin("bvtorrent-client"));
+    c.arg("--dir")
+        .arg(s.sub("other"))
+        .args(["--listen", "127.0.0.2:0", "--exit-when-done"])
+        .arg(addr.to_string());
+    let mut leech = spawn("other", c, s.logs().join("other.log"));
+    wait_exit(&mut leech);
+    s.assert_has("other");
+    let asked = asked.lock().unwrap().clone();
+    assert!(!asked.is_empty());
+    assert!(
+        asked
+            .iter()
+            .all(|&(_, ip)| ip == std::net::IpAddr::from([127, 0, 0, 1])),
+        "{asked:?}"
+    );
 }
