@@ -498,17 +498,13 @@ fn a_listed_holder_nobody_listens_for_is_skipped() {
     );
 }
 
+/// What a fake holder was asked: chunk indexes and where each request came from.
+type Asked = std::sync::Arc<std::sync::Mutex<Vec<(usize, std::net::IpAddr)>>>;
+
 /// A fake holder on its own thread: serves each requested chunk from `data` after
 /// `delay`, and records every request for a chunk its `mask` does not list (some
 /// clients' listeners die on those). Returns its port and the requests it got.
-fn fake_holder(
-    data: Vec<u8>,
-    mask: Vec<bool>,
-    delay: Duration,
-) -> (
-    u16,
-    std::sync::Arc<std::sync::Mutex<Vec<(usize, std::net::IpAddr)>>>,
-) {
+fn fake_holder(data: Vec<u8>, mask: Vec<bool>, delay: Duration) -> (u16, Asked) {
     use std::io::{BufRead, Write};
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
