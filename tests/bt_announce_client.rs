@@ -41,20 +41,7 @@ fn two_peers_meet(url: &str, info_hash: [u8; 20]) {
 #[test]
 fn our_client_announces_to_swarmlet_tracker_over_http_and_udp() {
     let port = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("tracker.log");
-    let child = Command::new(common::bin("swarmlet"))
-        .args(["tracker", "--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let _t = Proc {
-        name: "tracker".into(),
-        child,
-        log,
-    };
-    wait_listening(format!("127.0.0.1:{port}").parse().unwrap());
+    let (_t, _dir) = common::start_swarmlet_tracker(port);
     two_peers_meet(&format!("http://127.0.0.1:{port}/announce"), [0x11; 20]);
     two_peers_meet(&format!("udp://127.0.0.1:{port}/announce"), [0x22; 20]);
     // A refusal comes back as the tracker's failure reason.

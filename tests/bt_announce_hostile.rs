@@ -7,31 +7,13 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Proc, free_port, wait_listening};
+use common::free_port;
 use swarmlet::bt::announce::http::HttpError;
 use swarmlet::bt::announce::{AnnounceError, AnnounceRequest, Event, Tiers, announce};
 
-fn start_ours(port: u16) -> (Proc, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("tracker.log");
-    let child = Command::new(common::bin("swarmlet"))
-        .args(["tracker", "--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let p = Proc {
-        name: "tracker".into(),
-        child,
-        log,
-    };
-    wait_listening(format!("127.0.0.1:{port}").parse().unwrap());
-    (p, dir)
-}
-
+use common::start_swarmlet_tracker as start_ours;
 fn req(ih: u8, id: u8, port: u16, left: u64) -> AnnounceRequest {
     AnnounceRequest {
         info_hash: [ih; 20],

@@ -7,32 +7,11 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Proc, free_port, proc_status, threads, wait_listening};
+use common::{free_port, proc_status, threads};
 
-fn start_tracker(port: u16) -> (Proc, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("tracker.log");
-    let child = Command::new(common::bin("swarmlet"))
-        .args(["tracker", "--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let p = Proc {
-        name: "tracker".into(),
-        child,
-        log,
-    };
-    wait_listening(format!("127.0.0.1:{port}").parse().unwrap());
-    (p, dir)
-}
-
-fn pct(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("%{b:02X}")).collect()
-}
+use common::{pct, start_swarmlet_tracker as start_tracker};
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)

@@ -495,3 +495,28 @@ pub fn require_program(program: &str, package: &str) -> PathBuf {
     }
     panic!("needs {program} (Debian package {package}): run scripts/test.sh, which installs it");
 }
+
+/// `swarmlet tracker` on 127.0.0.1:`port`, logging into a temporary directory (kept
+/// alive by the returned guard), once it listens.
+pub fn start_swarmlet_tracker(port: u16) -> (Proc, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("tracker.log");
+    let child = Command::new(bin("swarmlet"))
+        .args(["tracker", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let p = Proc {
+        name: "tracker".into(),
+        child,
+        log,
+    };
+    wait_listening(format!("127.0.0.1:{port}").parse().unwrap());
+    (p, dir)
+}
+
+/// Every byte percent-encoded, as BitTorrent clients send an infohash or a peer id.
+pub fn pct(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("%{b:02X}")).collect()
+}
