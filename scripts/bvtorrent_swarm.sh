@@ -30,6 +30,7 @@ done
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 [ -x /usr/bin/time ] || { echo "bvtorrent_swarm.sh: needs GNU time (Debian package time)" >&2; exit 1; }
+command -v bc >/dev/null || { echo "bvtorrent_swarm.sh: needs bc (Debian package bc)" >&2; exit 1; }
 echo "== building (release)"
 cargo build --release -q
 bin="$here/target/release"
