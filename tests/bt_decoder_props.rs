@@ -393,16 +393,22 @@ fn arb_descriptor() -> impl Strategy<Value = Descriptor> {
         1u64..1_000_000,
         proptest::collection::vec((any::<u64>(), any::<[u8; 8]>()), 0..30),
     )
-        .prop_map(|(name, max, chunks)| Descriptor {
-            name: name.into_bytes(),
-            max_chunk_size: max,
-            chunks: chunks
-                .into_iter()
-                .map(|(s, seed)| ChunkInfo {
-                    size: s % max + 1,
-                    digest: Digest::of(swarmlet::bv::codec::ALGO, &seed),
-                })
-                .collect(),
+        .prop_map(|(name, max, chunks)| {
+            // Descriptors are uniform (every chunk the full size but a shorter last
+            // one): `Descriptor::read` refuses any other.
+            let n = chunks.len();
+            Descriptor {
+                name: name.into_bytes(),
+                max_chunk_size: max,
+                chunks: chunks
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (s, seed))| ChunkInfo {
+                        size: if i + 1 == n { s % max + 1 } else { max },
+                        digest: Digest::of(swarmlet::bv::codec::ALGO, &seed),
+                    })
+                    .collect(),
+            }
         })
 }
 
