@@ -302,7 +302,7 @@ fn start_trackers(
 pub fn run_download(args: &DownloadArgs) -> anyhow::Result<()> {
     use crate::download::{self, Extras, Options, PeerInfo, PeerSpec, Plan, SwarmEvent};
     use std::io::Write;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::Ordering;
     let (m, store, have) = open_data(&args.torrent, &args.dir)?;
     let layout = store.layout().clone();
     let id = our_peer_id();
@@ -356,7 +356,6 @@ pub fn run_download(args: &DownloadArgs) -> anyhow::Result<()> {
         // Trackers (the announce thread above: UDP now, HTTP as soon as
         // `announce::announce` speaks it) send `SwarmEvent::Join` for each peer they list
         // on this channel; `--peer` peers go the same way.
-        let done = AtomicBool::new(false);
         let opts = Options {
             tie_seed: Options::random_seed(),
             stall_timeout: Some(STALL_TIMEOUT),
@@ -370,8 +369,23 @@ pub fn run_download(args: &DownloadArgs) -> anyhow::Result<()> {
         let peers = &args.peers;
         let trackers_ref = &trackers;
         let counters_ref = &counters;
-        let result = std::thread::scope(|s| {
-            s.spawn(|| {
+        let offer = &tx;
+        let extras = Extras {
+            on_verified: Some(&hook),
+            swarm: Some(rx),
+        };
+        // Beside the download, one thread watches for SIGINT/SIGTERM and offers the
+        // `--peer` peers again every REOFFER_INTERVAL (one that was down may be up now).
+        let result = download::download_while(
+            &plan,
+            &*store,
+            &connector,
+            &opts,
+            &progress,
+            extras,
+            |done| {
+                let mut next_offer = std::time::Instant::now();
+                let mut offering = true;
                 while !done.load(Ordering::SeqCst) {
                     if crate::cli::stop_requested() {
                         if let Some(t) = trackers_ref {
@@ -382,43 +396,22 @@ pub fn run_download(args: &DownloadArgs) -> anyhow::Result<()> {
                         let _ = std::io::stdout().flush();
                         std::process::exit(INTERRUPTED_EXIT);
                     }
+                    if offering && std::time::Instant::now() >= next_offer {
+                        for &addr in peers {
+                            let info = PeerInfo {
+                                addr,
+                                label: addr.to_string(),
+                            };
+                            let join = SwarmEvent::Join(PeerSpec { info, has: None });
+                            // The engine is gone: nothing more to offer.
+                            offering &= offer.send(join).is_ok();
+                        }
+                        next_offer = std::time::Instant::now() + REOFFER_INTERVAL;
+                    }
                     std::thread::sleep(STOP_POLL);
                 }
-            });
-            s.spawn(|| {
-                while !done.load(Ordering::SeqCst) {
-                    for &addr in peers {
-                        let info = PeerInfo {
-                            addr,
-                            label: addr.to_string(),
-                        };
-                        if tx
-                            .send(SwarmEvent::Join(PeerSpec { info, has: None }))
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                    let until = std::time::Instant::now() + REOFFER_INTERVAL;
-                    while std::time::Instant::now() < until && !done.load(Ordering::SeqCst) {
-                        std::thread::sleep(STOP_POLL);
-                    }
-                }
-            });
-            let r = download::download_with(
-                &plan,
-                &*store,
-                &connector,
-                &opts,
-                &progress,
-                Extras {
-                    on_verified: Some(&hook),
-                    swarm: Some(rx),
-                },
-            );
-            done.store(true, Ordering::SeqCst);
-            r
-        });
+            },
+        );
         match result {
             Ok(r) => Some(r),
             Err(e) => {

@@ -26,7 +26,7 @@ use crate::bitfield::Bitfield;
 use crate::download::swarm::{self, SwarmSender};
 use crate::download::{
     Connected, Connector, DownloadError, Extras, FetchError, Options, PeerInfo, PeerSpec,
-    PieceRequest, PieceSource, Plan, Report, SwarmEvent, Verified, download_with,
+    PieceRequest, PieceSource, Plan, Report, SwarmEvent, Verified, download_while,
 };
 use crate::storage::PieceStore;
 use crate::storage::files::{FilesError, FilesStore};
@@ -367,36 +367,23 @@ fn download_missing(
     stop: &AtomicBool,
 ) -> Result<Report, DownloadError> {
     let name = String::from_utf8_lossy(&desc.name).into_owned();
-    let layout = desc
-        .layout()
-        .map_err(|_| DownloadError::Plan(crate::download::PlanError::NoChunks))?;
-    let plan = Plan::new(name.clone(), desc.digests(), Some(layout))?;
+    let plan = Plan::new(name.clone(), desc.digests(), Some(store.layout().clone()))?;
     let progress = crate::cli::count_progress(plan.len() as u64, &name);
     let hook = Announce {
         session,
         have: Mutex::new(have.clone()),
     };
     let (tx, rx) = swarm::channel();
-    let done = AtomicBool::new(false);
     let connector = BvConnector {
         fetcher: Fetcher::default(),
     };
+    let extras = Extras {
+        on_verified: Some(&hook),
+        swarm: Some(rx),
+    };
     let opts = engine_options();
-    let result = thread::scope(|s| {
-        s.spawn(|| feed_swarm(session, tx, &done, stop));
-        let r = download_with(
-            &plan,
-            store,
-            &connector,
-            &opts,
-            &progress,
-            Extras {
-                on_verified: Some(&hook),
-                swarm: Some(rx),
-            },
-        );
-        done.store(true, Ordering::SeqCst);
-        r
+    let result = download_while(&plan, store, &connector, &opts, &progress, extras, |done| {
+        feed_swarm(session, tx, done, stop)
     });
     progress.finish_and_clear();
     result

@@ -113,5 +113,27 @@ pub fn download_with(
     })
 }
 
+/// [`download_with`], with `beside` running on a thread of its own for as long as the
+/// download runs: a protocol's swarm feeder (a tracker session, re-offered peers) or a
+/// signal watcher. The flag it is given is set once the download is over, and it must
+/// then return.
+pub fn download_while(
+    plan: &Plan,
+    store: &dyn PieceStore,
+    connector: &dyn Connector,
+    opts: &Options,
+    progress: &ProgressBar,
+    extras: Extras<'_>,
+    beside: impl FnOnce(&AtomicBool) + Send,
+) -> Result<Report, DownloadError> {
+    let done = AtomicBool::new(false);
+    thread::scope(|s| {
+        s.spawn(|| beside(&done));
+        let r = download_with(plan, store, connector, opts, progress, extras);
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        r
+    })
+}
+
 #[cfg(test)]
 mod tests;
