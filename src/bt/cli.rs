@@ -108,6 +108,9 @@ pub struct SeedArgs {
     /// Upload limit in bytes per second (`500K`, `10M`), all peers together
     #[arg(long, value_name = "R")]
     pub max_upload_rate: Option<super::rate::Rate>,
+    /// Most connections open at once
+    #[arg(long, value_name = "N", default_value_t = super::peers::DEFAULT_MAX_PEERS)]
+    pub max_peers: usize,
 }
 
 /// `swarmlet download`: fetch a torrent's data from its swarm, uploading to it meanwhile.
@@ -136,6 +139,12 @@ pub struct DownloadArgs {
     /// Upload limit in bytes per second (`500K`, `10M`), all peers together
     #[arg(long, value_name = "R")]
     pub max_upload_rate: Option<super::rate::Rate>,
+    /// Download limit in bytes per second (`500K`, `10M`), all peers together
+    #[arg(long, value_name = "R")]
+    pub max_download_rate: Option<super::rate::Rate>,
+    /// Most connections open at once, to peers we dialled and peers that dialled us
+    #[arg(long, value_name = "N", default_value_t = super::peers::DEFAULT_MAX_PEERS)]
+    pub max_peers: usize,
 }
 
 /// Our peer id: Azureus style, `-SW0001-` and 12 random characters, fresh per run.
@@ -184,8 +193,9 @@ pub fn run_seed(args: &SeedArgs) -> anyhow::Result<()> {
     }
     let layout = store.layout().clone();
     let id = our_peer_id();
-    let seeder =
-        super::seed::Seeder::new(m.info_hash, id, store, &layout).with_limit(args.max_upload_rate);
+    let seeder = super::seed::Seeder::new(m.info_hash, id, store, &layout)
+        .with_limit(args.max_upload_rate)
+        .with_max_peers(args.max_peers);
     catch_stop_signals();
     let addr = super::seed::spawn(args.listen, seeder.clone())?;
     let counters = std::sync::Arc::new(super::session::Counters::default());
@@ -307,9 +317,12 @@ pub fn run_download(args: &DownloadArgs) -> anyhow::Result<()> {
     let layout = store.layout().clone();
     let id = our_peer_id();
     let seeder = super::seed::Seeder::new(m.info_hash, id, store.clone(), &layout)
-        .with_limit(args.max_upload_rate);
+        .with_limit(args.max_upload_rate)
+        .with_download_limit(args.max_download_rate)
+        .with_max_peers(args.max_peers);
     // The listener runs from the start: whoever dials us gets what we have, and the
-    // `have`s of what we verify (the engine's on_verified hook below).
+    // `have`s of what we verify (the engine's on_verified hook below); while the
+    // download runs, its connections are download sources too.
     let listen = super::seed::spawn(args.listen, seeder.clone())?;
     println!("listening on {listen}");
     std::io::stdout().flush()?;
@@ -346,13 +359,10 @@ pub fn run_download(args: &DownloadArgs) -> anyhow::Result<()> {
         None
     } else {
         let plan = Plan::new(name.clone(), m.digests(), Some(layout.clone()))?;
-        let connector = super::source::BtConnector::new(
-            m.info_hash,
-            id,
-            layout.clone(),
-            super::fetch::Timeouts::default(),
-        )
-        .skip(listen);
+        let connector =
+            super::source::BtConnector::new(seeder.clone(), super::fetch::Timeouts::default())
+                .skip(listen);
+        seeder.download_started(tx.clone());
         // Trackers (the announce thread above: UDP now, HTTP as soon as
         // `announce::announce` speaks it) send `SwarmEvent::Join` for each peer they list
         // on this channel; `--peer` peers go the same way.
@@ -412,6 +422,7 @@ pub fn run_download(args: &DownloadArgs) -> anyhow::Result<()> {
                 }
             },
         );
+        seeder.download_over();
         match result {
             Ok(r) => Some(r),
             Err(e) => {
@@ -438,6 +449,11 @@ pub fn run_download(args: &DownloadArgs) -> anyhow::Result<()> {
          uploaded {} bytes; {resumed} pieces resumed, {refetched} re-fetched",
         bytes as f64 / secs.max(1e-9) / 1e6,
         seeder.uploaded(),
+    );
+    let c = seeder.counts();
+    println!(
+        "connections: {} in, {} out, {} duplicates closed",
+        c.incoming, c.outgoing, c.duplicates
     );
     std::io::stdout().flush()?;
     if args.seed {

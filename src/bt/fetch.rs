@@ -116,11 +116,11 @@ pub enum PeerError {
     Wire(ReadError),
 }
 
-fn protocol(e: PeerError) -> FetchError {
+pub(crate) fn protocol(e: PeerError) -> FetchError {
     FetchError::Protocol(Box::new(e))
 }
 
-fn wire(e: ReadError) -> FetchError {
+pub(crate) fn wire(e: ReadError) -> FetchError {
     match e {
         ReadError::Io(e) => FetchError::Io(e),
         ReadError::Closed => FetchError::Io(io::ErrorKind::UnexpectedEof.into()),
@@ -128,15 +128,15 @@ fn wire(e: ReadError) -> FetchError {
     }
 }
 
-fn timed_out(what: &str) -> FetchError {
+pub(crate) fn timed_out(what: &str) -> FetchError {
     FetchError::Io(io::Error::new(io::ErrorKind::TimedOut, what.to_string()))
 }
 
 /// Reads from the shared socket with a deadline for the whole wait, not per `read`
 /// (a peer sending a byte just inside each read timeout would otherwise never time out).
-struct DeadlineReader {
-    stream: Arc<TcpStream>,
-    deadline: Instant,
+pub(crate) struct DeadlineReader {
+    pub(crate) stream: Arc<TcpStream>,
+    pub(crate) deadline: Instant,
 }
 
 impl Read for DeadlineReader {
@@ -471,7 +471,7 @@ impl PeerConnection {
                     begin,
                     data,
                 }) => {
-                    let b = self.accept_block(index, piece_len, pi, begin, &data, &asked)?;
+                    let b = check_block(index, piece_len, pi, begin, &data, &asked)?;
                     match state[b] {
                         Block::Got => {} // a duplicate (crossed a choke): ignored
                         s => {
@@ -496,45 +496,6 @@ impl PeerConnection {
         Ok(())
     }
 
-    /// Checks a received block against the piece being fetched; returns its block number.
-    fn accept_block(
-        &self,
-        index: usize,
-        piece_len: u64,
-        pi: u32,
-        begin: u32,
-        data: &[u8],
-        asked: &[bool],
-    ) -> Result<usize, FetchError> {
-        let unsolicited = || {
-            protocol(PeerError::Unsolicited {
-                index: pi,
-                begin,
-                len: data.len(),
-            })
-        };
-        if pi as usize != index {
-            return Err(unsolicited());
-        }
-        let b = (begin / BLOCK_LEN) as usize;
-        let want = (piece_len.saturating_sub(u64::from(begin))).min(u64::from(BLOCK_LEN));
-        if !begin.is_multiple_of(BLOCK_LEN)
-            || u64::from(begin) >= piece_len
-            || data.len() as u64 != want
-        {
-            return Err(protocol(PeerError::BadBlock {
-                index: pi,
-                begin,
-                len: data.len(),
-                piece_len,
-            }));
-        }
-        if !asked[b] {
-            return Err(unsolicited());
-        }
-        Ok(b)
-    }
-
     /// Waits for an unchoke in the middle of a piece: blocks that were already on their
     /// way when the choke came are still taken.
     fn wait_unchoke_in_piece(
@@ -557,7 +518,7 @@ impl PeerConnection {
                 }) => {
                     // A block of this piece that we asked for once, already on its way
                     // when the choke came: still good.
-                    let b = self.accept_block(index, piece_len, pi, begin, &data, asked)?;
+                    let b = check_block(index, piece_len, pi, begin, &data, asked)?;
                     if state[b] != Block::Got {
                         let at = begin as usize;
                         buf[at..at + data.len()].copy_from_slice(&data);
@@ -574,4 +535,44 @@ impl PeerConnection {
         }
         Ok(())
     }
+}
+
+/// Checks a received block against the piece being fetched (`index`, `piece_len` bytes,
+/// `asked[b]`: block `b` was requested once); returns its block number. Shared by both
+/// download connections ([`PeerConnection`] and `crate::bt::conn`).
+pub(crate) fn check_block(
+    index: usize,
+    piece_len: u64,
+    pi: u32,
+    begin: u32,
+    data: &[u8],
+    asked: &[bool],
+) -> Result<usize, FetchError> {
+    let unsolicited = || {
+        protocol(PeerError::Unsolicited {
+            index: pi,
+            begin,
+            len: data.len(),
+        })
+    };
+    if pi as usize != index {
+        return Err(unsolicited());
+    }
+    let b = (begin / BLOCK_LEN) as usize;
+    let want = (piece_len.saturating_sub(u64::from(begin))).min(u64::from(BLOCK_LEN));
+    if !begin.is_multiple_of(BLOCK_LEN)
+        || u64::from(begin) >= piece_len
+        || data.len() as u64 != want
+    {
+        return Err(protocol(PeerError::BadBlock {
+            index: pi,
+            begin,
+            len: data.len(),
+            piece_len,
+        }));
+    }
+    if !asked[b] {
+        return Err(unsolicited());
+    }
+    Ok(b)
 }

@@ -3,11 +3,14 @@
 
 pub mod announce;
 pub mod bencode;
+pub mod choker;
 pub mod cli;
+pub mod conn;
 pub mod create;
 pub mod fetch;
 pub mod metainfo;
 pub mod peer_wire;
+pub mod peers;
 pub mod rate;
 pub mod seed;
 pub mod session;

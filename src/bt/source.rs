@@ -1,23 +1,23 @@
-//! BitTorrent as a piece source of the shared download engine: [`BtConnector`] opens a
-//! [`PeerConnection`] (handshake, bitfield, interested, unchoke) and [`BtSource`] fetches
-//! one whole piece per call, its 16 KiB blocks pipelined inside the call; the pieces a
-//! peer announces by `have` reach the engine through [`PieceSource::news`].
+//! BitTorrent as a piece source of the shared download engine: [`BtConnector`] gives the
+//! engine a [`Conn`] (one it dials, or one a peer opened to us and the listener holds),
+//! and [`BtSource`] fetches one whole piece per call over it, its 16 KiB blocks
+//! pipelined inside the call; the pieces a peer announces reach the engine through
+//! [`PieceSource::news`]. The connection keeps uploading whatever the source does.
 
+use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use crate::bt::fetch::{PeerConnection, Timeouts};
-use crate::bt::metainfo::InfoHash;
-use crate::bt::peer_wire::PeerId;
+use crate::bt::conn::{self, Conn};
+use crate::bt::fetch::Timeouts;
+use crate::bt::peers::Swarm;
 use crate::download::{
     AbortHandle, Connected, Connector, FetchError, PeerInfo, PieceRequest, PieceSource,
 };
-use crate::layout::Layout;
 
-/// Opens download connections to the peers of one torrent.
+/// Gives the engine connections to the peers of one torrent.
 pub struct BtConnector {
-    info_hash: InfoHash,
-    our_id: PeerId,
-    layout: Layout,
+    swarm: Arc<Swarm>,
     timeouts: Timeouts,
     /// Our own listening address: a tracker lists us too, and dialling ourselves wastes a
     /// connection (the peer-id check would catch it, one handshake later).
@@ -25,13 +25,10 @@ pub struct BtConnector {
 }
 
 impl BtConnector {
-    /// A connector for the torrent `info_hash` with pieces as in `layout`, speaking as
-    /// `our_id`.
-    pub fn new(info_hash: InfoHash, our_id: PeerId, layout: Layout, timeouts: Timeouts) -> Self {
+    /// A connector for the connections of `swarm`.
+    pub fn new(swarm: Arc<Swarm>, timeouts: Timeouts) -> Self {
         BtConnector {
-            info_hash,
-            our_id,
-            layout,
+            swarm,
             timeouts,
             ourselves: None,
         }
@@ -44,62 +41,87 @@ impl BtConnector {
     }
 }
 
+fn refused(why: &'static str) -> FetchError {
+    FetchError::Io(io::Error::new(io::ErrorKind::AlreadyExists, why))
+}
+
 impl Connector for BtConnector {
     fn connect(&self, peer: &PeerInfo) -> Result<Connected, FetchError> {
         if Some(peer.addr) == self.ourselves {
-            return Err(FetchError::Io(std::io::Error::new(
-                std::io::ErrorKind::ConnectionRefused,
+            return Err(FetchError::Io(io::Error::new(
+                io::ErrorKind::ConnectionRefused,
                 "our own address",
             )));
         }
-        let (conn, has) = PeerConnection::connect(
-            peer.addr,
-            self.info_hash,
-            self.our_id,
-            self.layout.piece_count(),
-            &self.timeouts,
-        )?;
+        let conn = match self.swarm.take_pending(peer.addr) {
+            Some(c) => c,
+            None if self.swarm.dialled_connected(peer.addr) => {
+                return Err(refused("already connected to the peer at this address"));
+            }
+            None => conn::dial(&self.swarm, peer.addr, &self.timeouts)?,
+        };
+        if !conn.take_download() {
+            return Err(refused("another download source uses this connection"));
+        }
+        let has = conn.has_now();
+        conn.update_interest();
         Ok(Connected {
             source: Box::new(BtSource {
                 conn,
-                piece_lens: self.layout.clone(),
-                news: Vec::new(),
+                swarm: self.swarm.clone(),
+                timeouts: self.timeouts,
             }),
             has: Some(has),
         })
     }
 }
 
-/// One download connection as the engine's piece source.
+/// The download side of one connection, as the engine's piece source.
 pub struct BtSource {
-    conn: PeerConnection,
-    piece_lens: Layout,
-    /// Pieces announced by `have` since the engine last asked.
-    news: Vec<usize>,
+    conn: Arc<Conn>,
+    swarm: Arc<Swarm>,
+    timeouts: Timeouts,
 }
 
 impl PieceSource for BtSource {
     fn fetch(&mut self, req: &PieceRequest, buf: &mut Vec<u8>) -> Result<(), FetchError> {
-        if req.index >= self.piece_lens.piece_count() {
+        if req.index >= self.swarm.layout.piece_count() {
             return Err(FetchError::NotFound);
         }
         // The .torrent's length wins over the engine's hint: they agree by construction.
-        let len = self.piece_lens.piece_len(req.index);
-        let news = &mut self.news;
-        self.conn
-            .fetch_piece(req.index, len, buf, &mut |i| news.push(i))
+        let len = self.swarm.layout.piece_len(req.index);
+        let r = self.conn.fetch(req.index, len, buf, &self.timeouts);
+        if let Err(e) = &r
+            && e.breaks_connection()
+        {
+            // The engine replaces a broken connection: this one must not stay behind as
+            // a duplicate of the next.
+            self.conn.close();
+        }
+        r
     }
 
     fn idle(&mut self) -> Result<(), FetchError> {
-        let news = &mut self.news;
-        self.conn.idle(&mut |i| news.push(i))
+        if self.conn.is_closed() {
+            return Err(FetchError::Io(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "the connection closed",
+            )));
+        }
+        Ok(())
     }
 
     fn news(&mut self, out: &mut Vec<usize>) {
-        out.append(&mut self.news);
+        self.conn.take_news(out);
     }
 
     fn abort_handle(&self) -> Option<Box<dyn AbortHandle>> {
         Some(Box::new(self.conn.abort_handle()))
+    }
+}
+
+impl Drop for BtSource {
+    fn drop(&mut self) {
+        self.conn.release_download();
     }
 }
