@@ -323,6 +323,11 @@ pub fn run_download(args: &DownloadArgs) -> anyhow::Result<()> {
     // The listener runs from the start: whoever dials us gets what we have, and the
     // `have`s of what we verify (the engine's on_verified hook below); while the
     // download runs, its connections are download sources too.
+    let (tx, rx) = download::swarm::channel();
+    if !have.is_full() {
+        // Before the listener opens: a peer that dials at once is a download source too.
+        seeder.download_started(tx.clone());
+    }
     let listen = super::seed::spawn(args.listen, seeder.clone())?;
     println!("listening on {listen}");
     std::io::stdout().flush()?;
@@ -335,7 +340,6 @@ pub fn run_download(args: &DownloadArgs) -> anyhow::Result<()> {
         left: (layout.total_len() - have_bytes).into(),
         ..Default::default()
     });
-    let (tx, rx) = download::swarm::channel();
     let tracker_tx = tx.clone();
     let trackers = start_trackers(
         &m,
@@ -362,7 +366,6 @@ pub fn run_download(args: &DownloadArgs) -> anyhow::Result<()> {
         let connector =
             super::source::BtConnector::new(seeder.clone(), super::fetch::Timeouts::default())
                 .skip(listen);
-        seeder.download_started(tx.clone());
         // Trackers (the announce thread above: UDP now, HTTP as soon as
         // `announce::announce` speaks it) send `SwarmEvent::Join` for each peer they list
         // on this channel; `--peer` peers go the same way.

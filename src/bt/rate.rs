@@ -1,5 +1,5 @@
-//! A token bucket for `--max-upload-rate`: shared by every connection of one process, so
-//! the limit is the total, not per peer. Rates parse from `10M`, `500K`, `64k` or bytes.
+//! A token bucket for `--max-upload-rate` and `--max-download-rate`: shared by every
+//! connection of one process, so the limit is the total, not per peer. Rates parse from `10M`, `500K`, `64k` or bytes.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -61,9 +61,19 @@ impl TokenBucket {
 
     /// Takes `n` bytes' worth, sleeping (outside the lock) until the bucket has them.
     pub fn take(&self, n: u64) {
-        let wait = {
+        let wait = self.reserve(n, Instant::now());
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+        }
+    }
+
+    /// Takes `n` bytes' worth at `now` and returns how long the taker must wait before
+    /// using them (zero when the bucket held them): [`TokenBucket::take`] without the
+    /// sleep, so the arithmetic is testable without a clock.
+    pub fn reserve(&self, n: u64, now: Instant) -> Duration {
+        {
             let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            let now = Instant::now();
+            let now = now.max(st.1);
             let cap = self.rate * BURST.as_secs_f64();
             st.0 = (st.0 + now.duration_since(st.1).as_secs_f64() * self.rate).min(cap);
             st.1 = now;
@@ -75,9 +85,6 @@ impl TokenBucket {
             } else {
                 Duration::ZERO
             }
-        };
-        if !wait.is_zero() {
-            std::thread::sleep(wait);
         }
     }
 }
@@ -85,6 +92,27 @@ impl TokenBucket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bucket_lends_one_second_of_burst_then_makes_takers_wait_for_the_debt() {
+        let b = TokenBucket::new(Rate(1000));
+        let t0 = b.state.lock().unwrap().1;
+        // A full bucket: one second's worth goes at once.
+        assert_eq!(b.reserve(600, t0), Duration::ZERO);
+        assert_eq!(b.reserve(400, t0), Duration::ZERO);
+        // Empty: 500 more bytes are half a second of the rate.
+        assert_eq!(b.reserve(500, t0), Duration::from_millis(500));
+        // The next taker also waits for the debt before it: 1.5 s in all.
+        assert_eq!(b.reserve(1000, t0), Duration::from_millis(1500));
+        // Two seconds later the debt (1.5 s) is paid and half a second refilled, never
+        // more than the burst.
+        assert_eq!(b.reserve(500, t0 + Duration::from_secs(2)), Duration::ZERO);
+        assert_eq!(b.reserve(0, t0 + Duration::from_secs(100)), Duration::ZERO);
+        assert_eq!(
+            b.reserve(2000, t0 + Duration::from_secs(100)),
+            Duration::from_secs(1)
+        );
+    }
 
     #[test]
     fn rates_parse() {
