@@ -292,3 +292,111 @@ fn two_of_our_leechers_and_our_seed_through_our_tracker_share_one_connection_bot
         "the leechers uploaded {up:?} bytes to each other"
     );
 }
+
+/// Opens a plaintext BitTorrent connection to `addr` as `peer_id` and exchanges
+/// handshakes; `None` if the other end closed instead of answering.
+fn handshake(addr: &str, info_hash: [u8; 20], peer_id: [u8; 20]) -> Option<std::net::TcpStream> {
+    use std::io::Write;
+    use swarmlet::bt::peer_wire::{Handshake, PeerId, Reserved, read_handshake};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let h = Handshake {
+        reserved: Reserved::NONE,
+        info_hash,
+        peer_id: PeerId(peer_id),
+    };
+    s.write_all(&h.encode()).ok()?;
+    read_handshake(&mut s).ok()?;
+    Some(s)
+}
+
+/// Whether the other end closed the connection (within the read timeout), reading
+/// past whatever it sent first (the bitfield).
+fn closed(s: &mut std::net::TcpStream) -> bool {
+    use std::io::Read;
+    let mut b = [0u8; 4096];
+    loop {
+        match s.read(&mut b) {
+            Ok(0) | Err(_) => return true,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Whether the connection stays open: nothing closes it within `wait`.
+fn stays_open(s: &mut std::net::TcpStream, wait: Duration) -> bool {
+    s.set_read_timeout(Some(wait)).unwrap();
+    use std::io::Read;
+    let mut b = [0u8; 4096];
+    loop {
+        match s.read(&mut b) {
+            Ok(0) => return false,
+            Ok(_) => {}
+            Err(e) => {
+                return matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn our_seed_keeps_one_connection_per_peer_id_honours_max_peers_and_drops_requests_while_choked() {
+    use std::io::Write;
+    use swarmlet::bt::peer_wire::{BlockRequest, Message};
+    let d = tempfile::tempdir().unwrap();
+    let (torrent, _) = make_torrent(d.path(), 4 * PIECE, None);
+    let m = swarmlet::bt::metainfo::Metainfo::read(&torrent).unwrap();
+    let ih = m.info_hash.0;
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let mut seed = Peer::spawn(
+        "seed",
+        Command::new(common::bin("swarmlet")).args([
+            "seed",
+            torrent.to_str().unwrap(),
+            "-d",
+            d.path().join("data").to_str().unwrap(),
+            "--listen",
+            &listen,
+            "--max-peers",
+            "2",
+        ]),
+    );
+    seed.line("seeding ");
+    let mut first = handshake(&listen, ih, [1; 20]).expect("first peer refused");
+    // The same peer id again: the second connection is closed, the first stays.
+    let mut again = handshake(&listen, ih, [1; 20]);
+    if let Some(s) = again.as_mut() {
+        assert!(closed(s), "a second connection of one peer id stayed open");
+    }
+    assert!(stays_open(&mut first, Duration::from_millis(500)));
+    // A second peer fits (--max-peers 2), a third does not.
+    let mut second = handshake(&listen, ih, [2; 20]).expect("second peer refused");
+    let mut third = handshake(&listen, ih, [3; 20]);
+    if let Some(s) = third.as_mut() {
+        assert!(
+            closed(s),
+            "a third peer stayed connected past --max-peers 2"
+        );
+    }
+    assert!(stays_open(&mut second, Duration::from_millis(500)));
+    // A request from a peer we never unchoked (it never said interested) breaks BEP 3.
+    let r = BlockRequest {
+        index: 0,
+        begin: 0,
+        length: 16384,
+    };
+    second
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    second
+        .write_all(&Message::Request(r).to_bytes().unwrap())
+        .unwrap();
+    assert!(closed(&mut second), "a request while choked was tolerated");
+    // Its slot is free again: a new peer gets in.
+    std::thread::sleep(Duration::from_millis(200));
+    let mut fourth = handshake(&listen, ih, [4; 20]).expect("a freed slot was not reused");
+    assert!(stays_open(&mut fourth, Duration::from_millis(500)));
+}

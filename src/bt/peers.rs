@@ -326,12 +326,15 @@ impl Swarm {
         }
     }
 
-    /// Whether dialling `addr` would reach a peer connected already.
-    pub(crate) fn dialled_connected(&self, addr: SocketAddr) -> bool {
+    /// The open connection that dialling `addr` would reach: one we dialled there before
+    /// (or to the peer we found there), or one the peer at `addr` opened to us.
+    pub(crate) fn connection_to(&self, addr: SocketAddr) -> Option<Arc<Conn>> {
         let reg = lock(&self.reg);
-        reg.dialled
-            .get(&addr)
-            .is_some_and(|id| reg.conns.values().any(|c| c.peer_id() == *id))
+        let id = reg.dialled.get(&addr);
+        reg.conns
+            .values()
+            .find(|c| c.addr() == addr || id.is_some_and(|id| c.peer_id() == *id))
+            .cloned()
     }
 
     /// Takes the incoming connection from `addr` offered to the engine, if any.

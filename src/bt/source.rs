@@ -53,11 +53,14 @@ impl Connector for BtConnector {
                 "our own address",
             )));
         }
-        let conn = match self.swarm.take_pending(peer.addr) {
+        // A connection the peer opened to us, or one already open to it (the engine
+        // asking again after dropping the peer for a while), rather than a second one.
+        let conn = match self
+            .swarm
+            .take_pending(peer.addr)
+            .or_else(|| self.swarm.connection_to(peer.addr))
+        {
             Some(c) => c,
-            None if self.swarm.dialled_connected(peer.addr) => {
-                return Err(refused("already connected to the peer at this address"));
-            }
             None => conn::dial(&self.swarm, peer.addr, &self.timeouts)?,
         };
         if !conn.take_download() {
