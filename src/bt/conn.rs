@@ -151,6 +151,10 @@ pub enum ConnError {
     /// The peer broke the wire protocol.
     #[error(transparent)]
     Wire(#[from] ReadError),
+    /// We and the peer both have every piece: nothing to trade (libtorrent closes such
+    /// connections too).
+    #[error("we are both seeds")]
+    BothSeeds,
     /// The peer said nothing for [`PEER_SILENCE`].
     #[error("silent for {0:?}")]
     Silent(Duration),
@@ -457,6 +461,11 @@ impl Conn {
         lock(&self.state).am_choking
     }
 
+    /// Whether the peer has every piece.
+    pub fn peer_is_seed(&self) -> bool {
+        lock(&self.state).has.is_full()
+    }
+
     /// Whether the connection has ended.
     pub fn is_closed(&self) -> bool {
         lock(&self.state).closed
@@ -652,6 +661,10 @@ impl Conn {
                 if new && !self.swarm.seeding() && !self.swarm.store.has(i as usize) {
                     self.set_interested(true);
                 }
+                if self.swarm.seeding() && self.peer_is_seed() {
+                    // Two seeds have nothing to trade: the slot is better used.
+                    return Err(ConnError::BothSeeds);
+                }
             }
             Message::Bitfield(bits) => {
                 {
@@ -664,6 +677,9 @@ impl Conn {
                             }
                         }
                     }
+                }
+                if self.swarm.seeding() && self.peer_is_seed() {
+                    return Err(ConnError::BothSeeds);
                 }
                 if self.wants_something() {
                     self.set_interested(true);
@@ -1014,8 +1030,12 @@ impl Conn {
                     begin,
                     data,
                 }) => {
-                    let b = check_block(index, piece_len, pi, begin, &data, asked)?;
-                    if !got_block[b] {
+                    let b = check_block(index, piece_len, pi, begin, &data, None)?;
+                    if !asked[b] {
+                        // Of our piece but not asked by this fetch: a late answer to an
+                        // earlier fetch of the same piece (a choke, a retry). Harmless.
+                        log::debug!("{}: ignored a block {pi}:{begin} not asked", self.addr);
+                    } else if !got_block[b] {
                         if requested[b] {
                             outstanding -= 1;
                             requested[b] = false;

@@ -471,7 +471,7 @@ impl PeerConnection {
                     begin,
                     data,
                 }) => {
-                    let b = check_block(index, piece_len, pi, begin, &data, &asked)?;
+                    let b = check_block(index, piece_len, pi, begin, &data, Some(&asked))?;
                     match state[b] {
                         Block::Got => {} // a duplicate (crossed a choke): ignored
                         s => {
@@ -518,7 +518,7 @@ impl PeerConnection {
                 }) => {
                     // A block of this piece that we asked for once, already on its way
                     // when the choke came: still good.
-                    let b = check_block(index, piece_len, pi, begin, &data, asked)?;
+                    let b = check_block(index, piece_len, pi, begin, &data, Some(asked))?;
                     if state[b] != Block::Got {
                         let at = begin as usize;
                         buf[at..at + data.len()].copy_from_slice(&data);
@@ -538,7 +538,7 @@ impl PeerConnection {
 }
 
 /// Checks a received block against the piece being fetched (`index`, `piece_len` bytes,
-/// `asked[b]`: block `b` was requested once); returns its block number. Shared by both
+/// `asked[b]`: block `b` was requested once; `None`: not checked); returns its block number. Shared by both
 /// download connections ([`PeerConnection`] and `crate::bt::conn`).
 pub(crate) fn check_block(
     index: usize,
@@ -546,7 +546,7 @@ pub(crate) fn check_block(
     pi: u32,
     begin: u32,
     data: &[u8],
-    asked: &[bool],
+    asked: Option<&[bool]>,
 ) -> Result<usize, FetchError> {
     let unsolicited = || {
         protocol(PeerError::Unsolicited {
@@ -571,7 +571,7 @@ pub(crate) fn check_block(
             piece_len,
         }));
     }
-    if !asked[b] {
+    if asked.is_some_and(|a| !a[b]) {
         return Err(unsolicited());
     }
     Ok(b)

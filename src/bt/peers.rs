@@ -376,7 +376,12 @@ impl Swarm {
         if (0..self.layout.piece_count()).all(|i| self.store.has(i)) {
             self.seeding.store(true, Ordering::SeqCst);
             for c in self.connections() {
-                c.release_download();
+                if c.peer_is_seed() {
+                    // Two seeds have nothing to trade: the slot is better used.
+                    c.close();
+                } else {
+                    c.release_download();
+                }
             }
         }
     }
