@@ -75,9 +75,10 @@ pub const MAX_QUEUED_REQUESTS: usize = 2048;
 /// many round trips on any real link.
 pub const CHOKE_GRACE: Duration = Duration::from_secs(10);
 
-/// Blocks we did not ask for (or no longer wait for) tolerated on one connection: late
-/// blocks after a cancel or an endgame race are normal, a stream of them is a peer
-/// wasting our download link. 256 blocks is 4 MiB.
+/// Blocks we did not ask for (or no longer wait for) tolerated on one connection, net of
+/// the useful ones (each useful block earns one back): late blocks after a cancel or an
+/// endgame race are normal, a stream of them is a peer wasting our download link. 256
+/// blocks is 4 MiB, more than one full pipeline in flight.
 pub const MAX_UNSOLICITED: u32 = 256;
 
 /// How long a block request may wait in the peer's queue, in seconds of its measured rate:
@@ -758,7 +759,12 @@ impl Conn {
                 Ok(()) => true,
                 Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
             };
-        if !sent {
+        if sent {
+            // Useful blocks earn back the tolerance: a long download over a peer that
+            // chokes now and then (each choke leaves blocks on the wire) stays fine.
+            let mut s = lock(&self.state);
+            s.unsolicited = s.unsolicited.saturating_sub(1);
+        } else {
             let mut s = lock(&self.state);
             s.unsolicited += 1;
             if s.unsolicited > MAX_UNSOLICITED {
