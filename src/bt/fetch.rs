@@ -1,6 +1,9 @@
-//! The downloading side of the BitTorrent peer wire (BEP 3): one connection to one peer
-//! that fetches whole pieces, block by block, for the download engine (a piece source:
-//! stop-and-wait per piece, pipelined within it).
+//! A download-only BitTorrent connection on one thread (BEP 3): one connection to one
+//! peer that fetches whole pieces, block by block (stop-and-wait per piece, pipelined
+//! within it). `swarmlet` itself downloads over `crate::bt::conn` (one connection per
+//! peer, both ways); this one stays as a small, single-threaded probe of a seed (the
+//! tests drive our seed and scripted peers with it), and holds what both share: the
+//! [`Timeouts`], the [`PeerError`]s and the block check ([`check_block`]).
 //!
 //! One thread owns a [`PeerConnection`] and is its only reader and writer; another
 //! thread may only abort it ([`PeerConnection::abort_handle`]: `shutdown` through a weak
@@ -26,8 +29,8 @@ use crate::download::{AbortHandle, FetchError};
 /// `window / round trip`, so 64 blocks (1 MiB) fill a 1 Gbit/s link at 8 ms of round trip
 /// and loopback many times over, while staying under what every client accepts queued
 /// without the BEP 10 `reqq` hint (libtorrent assumes 250 from a peer that sends none,
-/// Transmission and aria2 accept more). Sizing it from the measured rate, as libtorrent
-/// does, is left for the engine's per-peer rate.
+/// Transmission and aria2 accept more). `crate::bt::conn` sizes its pipeline from the
+/// measured rate instead, as libtorrent does.
 pub const PIPELINE_DEPTH: usize = 64;
 
 /// A keep-alive goes out after this long without our sending anything: BEP 3 peers drop
