@@ -32,6 +32,9 @@ const TIMEOUT_MS: u64 = 500;
 /// and trickles assert much tighter bounds of their own.
 const BOUND: Duration = Duration::from_secs(40);
 
+/// Chunks with their hashes, in file order.
+type Chunks = [(ChunkHash, Vec<u8>)];
+
 type Serve = dyn Fn(TcpStream, &AtomicBool) -> io::Result<()> + Send + Sync;
 
 /// A fake server on a free loopback port: each connection runs `serve` on its own thread.
@@ -313,7 +316,7 @@ fn tree(dir: &Path) -> BTreeSet<PathBuf> {
 fn assert_clean(
     root: &Path,
     before: &BTreeSet<PathBuf>,
-    merged: Option<(&str, &[(ChunkHash, Vec<u8>)])>,
+    merged: Option<(&str, &Chunks)>,
 ) {
     let charlie_dir = Path::new("chunks/charlie");
     for p in tree(root).difference(before) {
