@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::bt::{
     Killed, LT_PEER, TREE_PIECES, assert_same_tree, finish, line_starting, make_torrent, python,
-    spawn_download, swarmlet_seed, uploaded,
+    spawn_download, swarmlet_seed, uploaded, wait_for_a_seeder,
 };
 
 #[test]
@@ -139,26 +139,6 @@ fn our_tracker() -> (Killed, u16) {
     );
     common::wait_listening(format!("127.0.0.1:{port}").parse().unwrap());
     (t, port)
-}
-
-/// Polls our tracker's HTTP scrape (bounded, 30 s) until the torrent has a seeder.
-fn wait_for_a_seeder(port: u16, torrent: &Path) {
-    use std::io::{Read, Write};
-    let hex = common::bt::infohash_hex(torrent);
-    let pct = common::pct(&common::hex(&hex));
-    let end = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < end {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(s, "GET /scrape?info_hash={pct} HTTP/1.0\r\n\r\n").unwrap();
-        let mut reply = Vec::new();
-        let _ = s.read_to_end(&mut reply);
-        if reply.windows(13).any(|w| w == b"8:completei1e") {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("no seeder announced itself to the tracker");
 }
 
 /// `dir/a.torrent` for the tree under `dir/t`, with two tiers on our tracker: HTTP

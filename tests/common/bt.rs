@@ -283,3 +283,25 @@ pub fn infohash_hex(torrent: &Path) -> String {
     let v: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
     v["infohash"].as_str().unwrap().to_string()
 }
+
+/// Polls the HTTP scrape of the tracker on 127.0.0.1:`port` (bounded, 30 s) until it
+/// counts a seeder of `torrent`: a leecher's first announce then lists it (trackers
+/// re-announce only after their interval, which may be half an hour).
+pub fn wait_for_a_seeder(port: u16, torrent: &Path) {
+    use std::io::{Read, Write};
+    let hex = infohash_hex(torrent);
+    let pct = super::pct(&super::hex(&hex));
+    let end = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < end {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(s, "GET /scrape?info_hash={pct} HTTP/1.0\r\n\r\n").unwrap();
+        let mut reply = Vec::new();
+        let _ = s.read_to_end(&mut reply);
+        if reply.windows(13).any(|w| w == b"8:completei1e") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("no seeder announced itself to the tracker");
+}
