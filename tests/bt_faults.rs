@@ -244,7 +244,7 @@ fn a_peer_that_corrupts_blocks_is_banned_and_its_pieces_are_fetched_again() {
 fn a_seeder_killed_mid_download_leaves_the_leecher_to_finish_from_the_other() {
     let d = tempfile::tempdir().unwrap();
     let (data, torrent) = file_and_torrent(d.path());
-    // Two seeds at 128 KiB/s each: 2 MB take 8 s from both, so 2 s in is midway.
+    // Two seeds at 128 KiB/s each: 2 MB take 8 s from both.
     let rate = ["--max-upload-rate", "128K"];
     let (first, first_addr) = swarmlet_seed(&torrent, d.path(), &rate);
     let (_second, second_addr) = swarmlet_seed(&torrent, d.path(), &rate);
@@ -255,7 +255,16 @@ fn a_seeder_killed_mid_download_leaves_the_leecher_to_finish_from_the_other() {
         "127.0.0.1:0",
         &[first_addr.to_string(), second_addr.to_string()],
     );
-    std::thread::sleep(Duration::from_secs(2));
+    // Mid-download: a fifth of the pieces verified (from both seeds: each serves half).
+    let end = Instant::now() + common::bt::DOWNLOAD_LIMIT;
+    let total = SIZE.div_ceil(PIECE);
+    while verified_on_disk(&torrent, &ours.join("f.bin")).len() < total / 5 {
+        if Instant::now() > end || leech.try_wait().unwrap().is_some() {
+            let _ = leech.kill();
+            panic!("the download did not get going: {:?}", leech.wait());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     first.signal(libc::SIGKILL);
     // Only a child that has already exited is left behind by this panic.
     assert!(
