@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::bt::{Killed, finish, spawn_download, succeeded, swarmlet_seed_on};
+use common::bt::{Killed, finish, spawn_download, succeeded, summary, swarmlet_seed_on};
 use common::random_bytes;
 
 /// Our side's address in the namespace.
@@ -85,7 +85,8 @@ fn transmission(work: &Path, data_dir: &Path, port: u16, torrent: &Path) -> (Kil
         "bind-address-ipv6": "::1",
         "peer-port": port,
         "peer-port-random-on-start": false,
-        "message-level": 2,
+        // Debug: the end of its data check is logged at this level only.
+        "message-level": 3,
     });
     std::fs::write(cfg.join("settings.json"), settings.to_string()).unwrap();
     let log = work.join("transmission.log");
@@ -103,6 +104,19 @@ fn transmission(work: &Path, data_dir: &Path, port: u16, torrent: &Path) -> (Kil
     (Killed(child), log)
 }
 
+/// Waits (hang guard: [`TRANSMISSION_LIMIT`]) until Transmission's log has `text`.
+fn wait_for_line(log: &Path, text: &str) {
+    let started = Instant::now();
+    while !std::fs::read_to_string(log).is_ok_and(|l| l.contains(text)) {
+        assert!(
+            started.elapsed() < TRANSMISSION_LIMIT,
+            "transmission never logged {text:?}:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn swarmlet_downloads_from_a_transmission_seeder() {
     common::in_private_netns(|| {
@@ -110,9 +124,12 @@ fn swarmlet_downloads_from_a_transmission_seeder() {
         let d = tempfile::tempdir().unwrap();
         let (data, torrent) = file_and_torrent(d.path(), &[]);
         let port = common::free_port();
-        // Transmission checks the data, then seeds; until then our download's dial is
-        // refused and it dials again (it re-offers its --peer peers every few seconds).
         let (_tx, log) = transmission(d.path(), d.path(), port, &torrent);
+        // Transmission listens before it has checked its data. A peer that connects
+        // meanwhile may be told it has nothing and hear no `have` afterwards (seen
+        // once on a loaded machine: both sides then idled until the hang guard), so
+        // dial only once it says the check is done.
+        wait_for_line(&log, "Verification is done");
         let ours = d.path().join("ours");
         let o = finish(spawn_download(
             &torrent,
@@ -121,7 +138,7 @@ fn swarmlet_downloads_from_a_transmission_seeder() {
             &[format!("{THEIRS}:{port}")],
         ));
         let out = succeeded(&o);
-        eprintln!("transmission -> swarmlet: {}", out.trim());
+        eprintln!("transmission -> swarmlet: {}", summary(&out));
         let got = std::fs::read(ours.join("f.bin")).unwrap();
         assert!(
             got == data,
