@@ -229,7 +229,19 @@ pub fn finish(child: Child) -> Output {
         Err(_) => {
             // SAFETY: kill(2) on the pid of our own child, still unreaped.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            panic!("the child did not finish in {:?}", start.elapsed());
+            // What it said until then is the best clue to why it hung.
+            let said = match rx.recv_timeout(Duration::from_secs(10)) {
+                Ok(Ok(o)) => format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                ),
+                _ => String::new(),
+            };
+            panic!(
+                "the child did not finish in {:?}; it said:\n{said}",
+                start.elapsed()
+            );
         }
     }
 }
