@@ -3,6 +3,8 @@
 //! pid when its handle drops, so a failing test leaves nothing running.
 #![allow(dead_code)]
 
+pub mod bt;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
