@@ -13,7 +13,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
-use common::random_bytes;
+use common::{bt, random_bytes};
 
 const LT_TRADE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/reference/lt_trade.py");
 
@@ -121,39 +121,26 @@ fn connections(line: &str) -> (u64, u64) {
     (n(it.next()), n(it.next()))
 }
 
-/// Writes `dir/data/f.bin` (`len` random bytes) and makes `dir/f.torrent` with mktorrent,
-/// announcing to `announce` if given.
+/// Writes `dir/t` (`len` random bytes) and makes `dir/t.torrent` over it with mktorrent
+/// (64 KiB pieces), announcing to `announce` if given.
 fn make_torrent(dir: &Path, len: usize, announce: Option<&str>) -> (PathBuf, Vec<u8>) {
-    let mktorrent = common::require_program("mktorrent", "mktorrent");
     let data = random_bytes(len, 16);
-    std::fs::create_dir_all(dir.join("data")).unwrap();
-    std::fs::write(dir.join("data/f.bin"), &data).unwrap();
-    let mut c = Command::new(mktorrent);
-    c.current_dir(dir.join("data"))
-        .args(["-l", "16", "-o", "../f.torrent"]);
-    if let Some(a) = announce {
-        c.args(["-a", a]);
-    }
-    let o = c.arg("f.bin").output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    (dir.join("f.torrent"), data)
+    std::fs::write(dir.join("t"), &data).unwrap();
+    let trackers: Vec<String> = announce.into_iter().map(str::to_string).collect();
+    (bt::mktorrent(dir, "t.torrent", &trackers), data)
 }
 
-fn python() -> PathBuf {
-    let p = PathBuf::from("/usr/bin/python3");
-    assert!(
-        p.exists(),
-        "needs /usr/bin/python3 with libtorrent (Debian package python3-libtorrent): run scripts/test.sh"
-    );
-    p
-}
-
+/// `swarmlet download --seed` with `extra` arguments, its stderr left to the test's.
 fn swarmlet_download(dir: &Path, torrent: &Path, listen: &str, extra: &[&str]) -> Command {
-    let mut c = Command::new(common::bin("swarmlet"));
-    c.args(["download", torrent.to_str().unwrap(), "-o"])
-        .arg(dir)
-        .args(["--listen", listen, "--seed"])
-        .args(extra);
+    let mut c = bt::download_command(torrent, dir, listen, &[]);
+    c.arg("--seed").args(extra).stderr(Stdio::inherit());
+    c
+}
+
+/// `swarmlet seed` of `torrent` over `dir` on `listen`, with `extra` arguments.
+fn swarmlet_seed(torrent: &Path, dir: &Path, listen: &str, extra: &[&str]) -> Command {
+    let mut c = bt::seed_command(torrent, dir, listen, extra);
+    c.stderr(Stdio::inherit());
     c
 }
 
@@ -172,7 +159,7 @@ fn a_libtorrent_peer_that_dials_our_leecher_trades_both_ways_over_that_one_conne
     b[..half].fill(0);
     for (dir, bytes) in [(&ours, &a), (&theirs, &b)] {
         std::fs::create_dir_all(dir).unwrap();
-        std::fs::write(dir.join("f.bin"), bytes).unwrap();
+        std::fs::write(dir.join("t"), bytes).unwrap();
     }
     let listen = format!("127.0.0.1:{}", common::free_port());
     // No --peer and no tracker: the only peer ours can get the second half from is the
@@ -184,21 +171,21 @@ fn a_libtorrent_peer_that_dials_our_leecher_trades_both_ways_over_that_one_conne
     leecher.line("listening on ");
     let mut lt = Peer::spawn(
         "libtorrent",
-        Command::new(python())
+        Command::new(bt::python())
             .arg(LT_TRADE)
             .arg(&torrent)
             .arg(&theirs)
             .arg(&listen),
     );
-    let summary = leecher.line("f.bin: downloaded ");
+    let summary = leecher.line("t: downloaded ");
     let conns = leecher.line("connections: ");
     lt.line("done");
     assert!(
-        std::fs::read(ours.join("f.bin")).unwrap() == data,
+        std::fs::read(ours.join("t")).unwrap() == data,
         "ours differs"
     );
     assert!(
-        std::fs::read(theirs.join("f.bin")).unwrap() == data,
+        std::fs::read(theirs.join("t")).unwrap() == data,
         "libtorrent's differs"
     );
     // What ours downloaded is libtorrent's half, from one peer, over the one connection
@@ -241,16 +228,12 @@ fn two_of_our_leechers_and_our_seed_through_our_tracker_share_one_connection_bot
     let seed_listen = format!("127.0.0.1:{}", common::free_port());
     let mut seed = Peer::spawn(
         "seed",
-        Command::new(common::bin("swarmlet")).args([
-            "seed",
-            torrent.to_str().unwrap(),
-            "-d",
-            d.path().join("data").to_str().unwrap(),
-            "--listen",
+        &mut swarmlet_seed(
+            &torrent,
+            d.path(),
             &seed_listen,
-            "--max-upload-rate",
-            "1M",
-        ]),
+            &["--max-upload-rate", "1M"],
+        ),
     );
     seed.line("seeding ");
     let (da, db) = (d.path().join("a"), d.path().join("b"));
@@ -262,7 +245,7 @@ fn two_of_our_leechers_and_our_seed_through_our_tracker_share_one_connection_bot
     a.line("listening on ");
     let mut b = Peer::spawn("b", &mut swarmlet_download(&db, &torrent, &lb, &[]));
     for p in [&mut a, &mut b] {
-        p.line("f.bin: downloaded ");
+        p.line("t: downloaded ");
     }
     let (ca, cb) = (
         connections(&a.line("connections: ")),
@@ -270,7 +253,7 @@ fn two_of_our_leechers_and_our_seed_through_our_tracker_share_one_connection_bot
     );
     for dir in [&da, &db] {
         assert!(
-            std::fs::read(dir.join("f.bin")).unwrap() == data,
+            std::fs::read(dir.join("t")).unwrap() == data,
             "{} differs",
             dir.display()
         );
@@ -363,16 +346,7 @@ fn our_seed_keeps_one_connection_per_peer_id_honours_max_peers_and_drops_request
     let listen = format!("127.0.0.1:{}", common::free_port());
     let mut seed = Peer::spawn(
         "seed",
-        Command::new(common::bin("swarmlet")).args([
-            "seed",
-            torrent.to_str().unwrap(),
-            "-d",
-            d.path().join("data").to_str().unwrap(),
-            "--listen",
-            &listen,
-            "--max-peers",
-            "2",
-        ]),
+        &mut swarmlet_seed(&torrent, d.path(), &listen, &["--max-peers", "2"]),
     );
     seed.line("seeding ");
     let n = m.pieces.len() as u32;

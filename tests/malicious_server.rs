@@ -313,11 +313,7 @@ fn tree(dir: &Path) -> BTreeSet<PathBuf> {
 /// outside `chunks/charlie/`, and in it only chunks whose content hashes to their name,
 /// the merged file `merged` (if any), and its partial file `<merged>.part-<S>`, in which
 /// every chunk's range holds exactly that chunk (of `chunks`) or nothing yet (zeros).
-fn assert_clean(
-    root: &Path,
-    before: &BTreeSet<PathBuf>,
-    merged: Option<(&str, &Chunks)>,
-) {
+fn assert_clean(root: &Path, before: &BTreeSet<PathBuf>, merged: Option<(&str, &Chunks)>) {
     let charlie_dir = Path::new("chunks/charlie");
     for p in tree(root).difference(before) {
         assert!(
