@@ -224,7 +224,7 @@ fn two_of_our_leechers_and_our_seed_through_our_tracker_share_one_connection_bot
     let announce = format!("http://127.0.0.1:{port}/announce");
     let len = 64 * PIECE + 777;
     let (torrent, data) = make_torrent(d.path(), len, Some(&announce));
-    // A slow seed (1 MiB/s for 4 MiB): the leechers get most of the file from each other.
+    // A slow seed (1 MiB/s for 4 MiB, of which each leecher needs half).
     let seed_listen = format!("127.0.0.1:{}", common::free_port());
     let mut seed = Peer::spawn(
         "seed",
@@ -237,6 +237,16 @@ fn two_of_our_leechers_and_our_seed_through_our_tracker_share_one_connection_bot
     );
     seed.line("seeding ");
     let (da, db) = (d.path().join("a"), d.path().join("b"));
+    // Each leecher starts with one half (the other zeroed, which the check finds bad), so
+    // each has pieces the other lacks from the start and the slow seed is their only
+    // other source: trading over their connection is the fast way, for both.
+    let half = 32 * PIECE;
+    for (dir, zeroed) in [(&da, half..len), (&db, 0..half)] {
+        let mut part = data.clone();
+        part[zeroed].fill(0);
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("t"), part).unwrap();
+    }
     let (la, lb) = (
         format!("127.0.0.1:{}", common::free_port()),
         format!("127.0.0.1:{}", common::free_port()),

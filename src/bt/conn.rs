@@ -1030,31 +1030,41 @@ impl Conn {
                 stall_at
             };
             let wait = wait_until.saturating_duration_since(now).min(TICK);
-            match self.down_rx.recv_timeout(wait) {
-                Ok(Down::Block {
+            let first = match self.down_rx.recv_timeout(wait) {
+                Ok(m) => m,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return Err(self.closed_error()),
+            };
+            // Everything the reader has passed on meanwhile, before looking at the state
+            // again: one wake-up and one look at the shared state per burst, not per block.
+            for m in std::iter::once(first).chain(self.down_rx.try_iter()) {
+                let Down::Block {
                     index: pi,
                     begin,
                     data,
-                }) => {
-                    let b = check_block(index, piece_len, pi, begin, &data, None)?;
-                    if !asked[b] {
-                        // Of our piece but not asked by this fetch: a late answer to an
-                        // earlier fetch of the same piece (a choke, a retry). Harmless.
-                        log::debug!("{}: ignored a block {pi}:{begin} not asked", self.addr);
-                    } else if !got_block[b] {
-                        if requested[b] {
-                            outstanding -= 1;
-                            requested[b] = false;
-                        }
-                        let at = begin as usize;
-                        buf[at..at + data.len()].copy_from_slice(&data);
-                        got_block[b] = true;
-                        got += 1;
-                        stall_at = Instant::now() + timeouts.stall;
+                } = m
+                else {
+                    continue;
+                };
+                let b = check_block(index, piece_len, pi, begin, &data, None)?;
+                if !asked[b] {
+                    // Of our piece but not asked by this fetch: a late answer to an
+                    // earlier fetch of the same piece (a choke, a retry). Harmless.
+                    log::debug!("{}: ignored a block {pi}:{begin} not asked", self.addr);
+                } else if !got_block[b] {
+                    if requested[b] {
+                        outstanding -= 1;
+                        requested[b] = false;
                     }
+                    let at = begin as usize;
+                    buf[at..at + data.len()].copy_from_slice(&data);
+                    got_block[b] = true;
+                    got += 1;
+                    stall_at = Instant::now() + timeouts.stall;
                 }
-                Ok(Down::Wake) | Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return Err(self.closed_error()),
+                if got == n_blocks {
+                    break;
+                }
             }
         }
         Ok(())
