@@ -13,10 +13,12 @@
 //! - the engine's **worker** of that peer, when we download from it, runs
 //!   [`Conn::fetch`]: it writes its requests and takes the blocks from the reader's channel.
 //!
-//! Writers: the uploader, the worker, the reader (an immediate unchoke, interest) and the
-//! choker all write through one mutex-guarded buffered write half, a whole message (or a
+//! Writers: the uploader (blocks, haves, keep-alives, and the choke/interest messages
+//! the reader, the choker and the worker queue for it) and the worker (its requests and
+//! cancels) write through one mutex-guarded buffered write half, a whole message (or a
 //! whole batch of requests, or a header and its block) per lock, so messages never
-//! interleave. Shared state is one mutex per connection, held only for bookkeeping, never
+//! interleave. The reader never writes: it always drains the socket, so two peers whose
+//! send buffers are both full cannot wait on each other. Shared state is one mutex per connection, held only for bookkeeping, never
 //! across I/O.
 
 use std::collections::VecDeque;
@@ -210,6 +212,10 @@ struct State {
     /// Pieces the peer announced since the engine last asked.
     news: Vec<usize>,
     queue: VecDeque<BlockRequest>,
+    /// Choke, unchoke, interested, not interested: queued for the uploader, which sends
+    /// them in order before its next block, so that the reader (which decides most of
+    /// them) never waits for the write half (see [`Conn::set_choked`]).
+    control: Vec<Message>,
     /// The piece whose blocks go to the download side.
     fetching: Option<u32>,
     downloaded: u64,
@@ -395,6 +401,7 @@ impl Conn {
                 has: Bitfield::new(n),
                 news: Vec::new(),
                 queue: VecDeque::new(),
+                control: Vec::new(),
                 fetching: None,
                 downloaded: 0,
                 uploaded: 0,
@@ -528,43 +535,38 @@ impl Conn {
 
     /// Chokes or unchokes the peer (the choker's decision); a choke drops its queue.
     pub fn set_choked(&self, choke: bool) {
-        let changed = {
-            let mut s = lock(&self.state);
-            if s.closed || s.am_choking == choke {
-                false
-            } else {
-                s.am_choking = choke;
-                if choke {
-                    s.queue.clear();
-                    s.choked_at = Some(Instant::now());
-                }
-                true
-            }
-        };
-        if changed {
-            let _ = self.send(if choke {
-                &Message::Choke
-            } else {
-                &Message::Unchoke
-            });
+        let mut s = lock(&self.state);
+        if s.closed || s.am_choking == choke {
+            return;
         }
+        s.am_choking = choke;
+        if choke {
+            s.queue.clear();
+            s.choked_at = Some(Instant::now());
+        }
+        s.control.push(if choke {
+            Message::Choke
+        } else {
+            Message::Unchoke
+        });
+        drop(s);
+        self.wake.notify_all();
     }
 
     /// Says `interested` or `not interested` when that changes.
     fn set_interested(&self, want: bool) {
-        let changed = {
-            let mut s = lock(&self.state);
-            let c = !s.closed && s.am_interested != want;
-            s.am_interested = want;
-            c
-        };
-        if changed {
-            let _ = self.send(if want {
-                &Message::Interested
-            } else {
-                &Message::NotInterested
-            });
+        let mut s = lock(&self.state);
+        if s.closed || s.am_interested == want {
+            return;
         }
+        s.am_interested = want;
+        s.control.push(if want {
+            Message::Interested
+        } else {
+            Message::NotInterested
+        });
+        drop(s);
+        self.wake.notify_all();
     }
 
     /// Whether the peer has a piece we lack (so we are interested in it).
@@ -783,6 +785,7 @@ impl Conn {
         let mut out = Vec::with_capacity(13 + BLOCK_LEN as usize);
         loop {
             enum Job {
+                Control(Vec<Message>),
                 Haves(Vec<u32>),
                 Block(BlockRequest),
                 KeepAlive,
@@ -792,6 +795,9 @@ impl Conn {
                 loop {
                     if s.closed {
                         return;
+                    }
+                    if !s.control.is_empty() {
+                        break Job::Control(std::mem::take(&mut s.control));
                     }
                     let haves = self.swarm.announced_since(s.haves_sent);
                     if !haves.is_empty() {
@@ -812,6 +818,13 @@ impl Conn {
                 }
             };
             let r = match job {
+                Job::Control(ms) => {
+                    out.clear();
+                    for m in ms {
+                        m.encode(&mut out).expect("a control message encodes");
+                    }
+                    self.send_bytes(&out)
+                }
                 Job::Haves(haves) => {
                     out.clear();
                     for i in haves {
