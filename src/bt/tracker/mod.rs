@@ -9,6 +9,7 @@
 //! scrape and back; the swarm logic is here, once, for both.
 
 pub mod announce;
+pub mod batch;
 pub mod http;
 pub mod run;
 pub mod udp;
@@ -58,31 +59,129 @@ pub use crate::bt::peer_wire::PeerId;
 /// One peer as the tracker remembers it.
 #[derive(Clone, Debug)]
 struct Peer {
+    id: PeerId,
     addr: SocketAddr,
-    seeder: bool,
     last_seen: Instant,
 }
 
 /// One torrent's peers and its download count.
+///
+/// Leechers and seeders in two vectors, with an index from peer id to place: a reply
+/// is then a run of at most `numwant` entries from a random offset (O(numwant), no
+/// matter how big the swarm), seeders are skipped for a seeder without looking at them,
+/// and a removal is a `swap_remove`. The first version kept one `HashMap<PeerId, Peer>`
+/// and walked it from a random offset (`skip`), which cost O(swarm) per announce: it was
+/// the tracker's largest user-space cost in the UDP profile.
 #[derive(Default)]
 struct Swarm {
-    peers: HashMap<PeerId, Peer>,
-    seeders: usize,
+    leechers: Vec<Peer>,
+    seeders: Vec<Peer>,
+    /// Where each peer is: (is a seeder, index in that vector).
+    index: HashMap<PeerId, (bool, usize)>,
     downloaded: u64,
 }
 
 impl Swarm {
+    fn len(&self) -> usize {
+        self.leechers.len() + self.seeders.len()
+    }
+
+    fn list(&mut self, seeder: bool) -> &mut Vec<Peer> {
+        if seeder {
+            &mut self.seeders
+        } else {
+            &mut self.leechers
+        }
+    }
+
+    /// Removes the peer at `(seeder, i)`, keeping the index right for the one moved into
+    /// its place.
+    fn take(&mut self, seeder: bool, i: usize) -> Peer {
+        let list = self.list(seeder);
+        let p = list.swap_remove(i);
+        if let Some(moved) = list.get(i).map(|m| m.id) {
+            self.index.insert(moved, (seeder, i));
+        }
+        p
+    }
+
     fn remove(&mut self, id: &PeerId) -> bool {
-        match self.peers.remove(id) {
-            Some(p) => {
-                if p.seeder {
-                    self.seeders -= 1;
-                }
+        match self.index.remove(id) {
+            Some((seeder, i)) => {
+                self.take(seeder, i);
                 true
             }
             None => false,
         }
     }
+
+    /// Inserts or updates a peer (a new one only if there is `room`).
+    fn upsert(
+        &mut self,
+        id: PeerId,
+        addr: SocketAddr,
+        seeder: bool,
+        now: Instant,
+        room: bool,
+    ) -> Upsert {
+        match self.index.get(&id).copied() {
+            Some((was, i)) if was == seeder => {
+                let p = &mut self.list(seeder)[i];
+                p.addr = addr;
+                p.last_seen = now;
+                Upsert::Updated
+            }
+            Some((was, i)) => {
+                // Became a seeder (or, rarely, a leecher again): move it across.
+                let mut p = self.take(was, i);
+                p.addr = addr;
+                p.last_seen = now;
+                let list = self.list(seeder);
+                list.push(p);
+                let at = list.len() - 1;
+                self.index.insert(id, (seeder, at));
+                Upsert::Updated
+            }
+            None if !room => Upsert::Full,
+            None => {
+                let list = self.list(seeder);
+                list.push(Peer {
+                    id,
+                    addr,
+                    last_seen: now,
+                });
+                let at = list.len() - 1;
+                self.index.insert(id, (seeder, at));
+                Upsert::Added
+            }
+        }
+    }
+
+    /// Drops peers silent since before `cutoff`; returns how many.
+    fn forget_older(&mut self, now: Instant, age: Duration) -> usize {
+        let before = self.len();
+        let fresh = |p: &Peer| now.saturating_duration_since(p.last_seen) <= age;
+        self.leechers.retain(fresh);
+        self.seeders.retain(fresh);
+        let gone = before - self.len();
+        if gone > 0 {
+            self.index.clear();
+            for (seeder, list) in [(false, &self.leechers), (true, &self.seeders)] {
+                for (i, p) in list.iter().enumerate() {
+                    self.index.insert(p.id, (seeder, i));
+                }
+            }
+        }
+        gone
+    }
+}
+
+/// What [`Swarm::upsert`] did.
+#[derive(Debug, PartialEq, Eq)]
+enum Upsert {
+    Added,
+    Updated,
+    Full,
 }
 
 /// A peer in a reply.
@@ -314,86 +413,71 @@ impl Tracker {
 
     /// Records an announce from `from` (the peer's listening address: the source IP and
     /// the announced port) and picks peers for it.
-    // The entry API does not fit: a stopped announce and a full tracker return before
-    // any swarm is inserted.
-    #[allow(clippy::map_entry)]
     pub fn announce(&self, a: &Announce, from: SocketAddr) -> Result<AnnounceReply, Refusal> {
+        let mut peers = Vec::new();
+        let (interval, counts) = self.announce_into(a, from, &mut peers)?;
+        Ok(AnnounceReply {
+            interval,
+            counts,
+            peers,
+        })
+    }
+
+    /// [`announce`](Tracker::announce) into a peer list the caller reuses (cleared
+    /// here), so that the UDP threads allocate nothing per datagram. Returns the interval
+    /// and the swarm's counts.
+    pub fn announce_into(
+        &self,
+        a: &Announce,
+        from: SocketAddr,
+        peers: &mut Vec<PeerEntry>,
+    ) -> Result<(Duration, Counts), Refusal> {
+        peers.clear();
         self.check_allowed(&a.info_hash)?;
         let now = Instant::now();
+        let interval = self.settings.interval;
         let mut shard = self.shard(&a.info_hash);
-        if !shard.contains_key(&a.info_hash) {
-            if a.event == Event::Stopped {
-                self.totals.announces.fetch_add(1, Ordering::Relaxed);
-                return Ok(AnnounceReply {
-                    interval: self.settings.interval,
-                    counts: Counts::default(),
-                    peers: Vec::new(),
-                });
+        let swarm = match shard.get_mut(&a.info_hash) {
+            Some(s) => s,
+            None => {
+                if a.event == Event::Stopped {
+                    self.totals.announces.fetch_add(1, Ordering::Relaxed);
+                    return Ok((interval, Counts::default()));
+                }
+                if self.swarms.load(Ordering::Relaxed) >= MAX_SWARMS {
+                    return Err(Refusal::Full);
+                }
+                self.swarms.fetch_add(1, Ordering::Relaxed);
+                shard.entry(a.info_hash).or_default()
             }
-            if self.swarms.load(Ordering::Relaxed) >= MAX_SWARMS {
-                return Err(Refusal::Full);
-            }
-            self.swarms.fetch_add(1, Ordering::Relaxed);
-            shard.insert(a.info_hash, Swarm::default());
-        }
-        let swarm = shard.get_mut(&a.info_hash).expect("inserted above");
+        };
         let seeder = a.left == 0;
         if a.event == Event::Stopped {
             if swarm.remove(&a.peer_id) {
                 self.peers.fetch_sub(1, Ordering::Relaxed);
             }
         } else {
-            match swarm.peers.get_mut(&a.peer_id) {
-                Some(p) => {
-                    if p.seeder != seeder {
-                        if seeder {
-                            swarm.seeders += 1;
-                        } else {
-                            swarm.seeders -= 1;
-                        }
-                    }
-                    p.seeder = seeder;
-                    p.addr = from;
-                    p.last_seen = now;
-                }
-                None => {
-                    if swarm.peers.len() >= MAX_PEERS_PER_SWARM
-                        || self.peers.load(Ordering::Relaxed) >= self.settings.max_peers
-                    {
-                        return Err(Refusal::Full);
-                    }
-                    swarm.peers.insert(
-                        a.peer_id,
-                        Peer {
-                            addr: from,
-                            seeder,
-                            last_seen: now,
-                        },
-                    );
-                    if seeder {
-                        swarm.seeders += 1;
-                    }
+            let room = swarm.len() < MAX_PEERS_PER_SWARM
+                && self.peers.load(Ordering::Relaxed) < self.settings.max_peers;
+            match swarm.upsert(a.peer_id, from, seeder, now, room) {
+                Upsert::Full => return Err(Refusal::Full),
+                Upsert::Added => {
                     self.peers.fetch_add(1, Ordering::Relaxed);
                 }
+                Upsert::Updated => {}
             }
             if a.event == Event::Completed {
                 swarm.downloaded += 1;
             }
         }
         let numwant = a.numwant.min(MAX_NUMWANT);
-        let peers = if a.event == Event::Stopped || numwant == 0 {
-            Vec::new()
-        } else {
+        if a.event != Event::Stopped && numwant > 0 {
             let start = self.random() as usize;
-            pick_peers(swarm, &a.peer_id, seeder, numwant, start)
-        };
+            pick_peers(swarm, &a.peer_id, seeder, numwant, start, peers);
+        }
         let counts = counts_of(swarm);
         self.totals.announces.fetch_add(1, Ordering::Relaxed);
-        Ok(AnnounceReply {
-            interval: self.settings.interval,
-            counts,
-            peers,
-        })
+        Ok((interval, counts))
     }
 
     /// The counts of each infohash (zero for unknown ones), in the order asked.
@@ -421,13 +505,8 @@ impl Tracker {
         for shard in &self.shards {
             let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
             shard.retain(|_, swarm| {
-                let before = swarm.peers.len();
-                swarm
-                    .peers
-                    .retain(|_, p| now.saturating_duration_since(p.last_seen) <= age);
-                swarm.seeders = swarm.peers.values().filter(|p| p.seeder).count();
-                gone += before - swarm.peers.len();
-                if swarm.peers.is_empty() {
+                gone += swarm.forget_older(now, age);
+                if swarm.len() == 0 {
                     self.swarms.fetch_sub(1, Ordering::Relaxed);
                     false
                 } else {
@@ -476,50 +555,49 @@ impl Tracker {
 
 fn counts_of(s: &Swarm) -> Counts {
     Counts {
-        complete: s.seeders as u64,
-        incomplete: (s.peers.len() - s.seeders) as u64,
+        complete: s.seeders.len() as u64,
+        incomplete: s.leechers.len() as u64,
         downloaded: s.downloaded,
     }
 }
 
-/// Up to `numwant` peers other than `me`: a seeder gets leechers only (another seeder has
-/// nothing for it) and a leecher gets anyone. Starts at a varying offset so that in a
-/// swarm bigger than `numwant` different announcers learn different peers.
+/// Up to `numwant` peers other than `me` into `out`: leechers first for everybody (they
+/// are the ones still trading pieces), then, for a leecher only, seeders (another seeder
+/// has nothing for a seeder). Each list is read as a ring from an offset that varies per
+/// announce, so that in a swarm bigger than `numwant` different announcers learn
+/// different peers.
 fn pick_peers(
     swarm: &Swarm,
     me: &PeerId,
     seeder: bool,
     numwant: usize,
     start: usize,
-) -> Vec<PeerEntry> {
-    let n = swarm.peers.len();
-    let mut out = Vec::with_capacity(numwant.min(n));
-    if n == 0 {
-        return out;
-    }
-    let skip = start % n;
-    let wanted = |p: &Peer| !seeder || !p.seeder;
-    // Leechers first for everybody (they are the ones still trading pieces), then, for a
-    // leecher, seeders.
-    for pass in 0..2 {
-        for (id, p) in swarm.peers.iter().cycle().skip(skip).take(n) {
+    out: &mut Vec<PeerEntry>,
+) {
+    let lists: &[&Vec<Peer>] = if seeder {
+        &[&swarm.leechers]
+    } else {
+        &[&swarm.leechers, &swarm.seeders]
+    };
+    for list in lists {
+        let n = list.len();
+        if n == 0 {
+            continue;
+        }
+        let skip = start % n;
+        let (tail, head) = list.split_at(skip);
+        for p in head.iter().chain(tail) {
             if out.len() >= numwant {
-                return out;
+                return;
             }
-            let leecher_pass = pass == 0;
-            if id == me || p.seeder == leecher_pass || !wanted(p) {
-                continue;
+            if p.id != *me {
+                out.push(PeerEntry {
+                    id: p.id,
+                    addr: p.addr,
+                });
             }
-            out.push(PeerEntry {
-                id: *id,
-                addr: p.addr,
-            });
-        }
-        if seeder {
-            break;
         }
     }
-    out
 }
 
 /// Is this address one a peer can be given out as? The unspecified address and port 0
@@ -623,6 +701,40 @@ mod tests {
         assert_eq!(r.peers.len(), 19);
         // leechers before seeders
         assert!(r.peers[..9].iter().all(|p| p.addr.port() > 6010));
+    }
+
+    #[test]
+    fn removals_and_role_changes_keep_the_index_right() {
+        let t = Tracker::new(Settings::default(), None);
+        for i in 1..=6 {
+            t.announce(&ann(i, 5, Event::Started), addr(i)).unwrap();
+        }
+        // Remove from the middle (a swap_remove moves the last one into its place),
+        // then make two leechers seeders.
+        t.announce(&ann(2, 5, Event::Stopped), addr(2)).unwrap();
+        t.announce(&ann(6, 0, Event::Completed), addr(6)).unwrap();
+        t.announce(&ann(1, 0, Event::Completed), addr(1)).unwrap();
+        t.announce(&ann(6, 0, Event::Stopped), addr(6)).unwrap();
+        let mut a = ann(9, 5, Event::Started);
+        a.numwant = 50;
+        let r = t.announce(&a, addr(9)).unwrap();
+        let mut ports: Vec<u16> = r.peers.iter().map(|p| p.addr.port()).collect();
+        ports.sort();
+        assert_eq!(ports, [6001, 6003, 6004, 6005]);
+        assert_eq!(
+            r.counts,
+            Counts {
+                complete: 1,
+                incomplete: 4,
+                downloaded: 2
+            }
+        );
+        // Every peer still updates in place, found through the index.
+        for i in [1, 3, 4, 5, 9] {
+            t.announce(&ann(i, 5, Event::None), addr(i)).unwrap();
+        }
+        assert_eq!(t.peer_count(), 5);
+        assert_eq!(t.scrape(&[InfoHash([7; 20])]).unwrap()[0].1.incomplete, 5);
     }
 
     #[test]
