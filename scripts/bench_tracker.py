@@ -19,16 +19,40 @@ are Python, so on a small machine they take much of the CPU: compare the two tra
 of the same run, never figures of different machines. Every process started here is
 ended by its pid."""
 import argparse, http.client, multiprocessing as mp, os, socket, statistics, struct
-import subprocess, sys, time
+import shutil, subprocess, sys, tempfile, time
 
 PROTO = 0x41727101980
 FILL_DEADLINE = 300  # seconds: the fill gives up beyond this, whatever it reached
 
 
 def connect(s, to):
-    s.sendto(struct.pack(">QII", PROTO, 0, 1), to)
-    d, _ = s.recvfrom(2048)
-    return struct.unpack(">IIQ", d[:16])[2]
+    # A datagram can be lost on a loaded machine: a few tries, each bounded by the
+    # socket's timeout.
+    for _ in range(5):
+        s.sendto(struct.pack(">QII", PROTO, 0, 1), to)
+        try:
+            d, _ = s.recvfrom(2048)
+        except socket.timeout:
+            continue
+        if len(d) >= 16 and d[:4] == b"\0\0\0\0":
+            return struct.unpack(">IIQ", d[:16])[2]
+    raise SystemExit("no UDP connect reply from %r" % (to,))
+
+
+def bench_hash(i):
+    """The infohash of benchmark swarm i (1,000 of them)."""
+    return struct.pack(">I", i % 1000) + b"\x00" * 16
+
+
+def fill_hash(sw):
+    """The infohash of fill swarm sw."""
+    return b"\xee" + struct.pack(">I", sw) + b"\x00" * 15
+
+
+def answered(d, tx):
+    """An announce reply (action 1, our transaction id, at least the 20-byte head), not an
+    error: a tracker that refuses counts nothing."""
+    return len(d) >= 20 and struct.unpack(">II", d[:8]) == (1, tx & 0xFFFFFFFF)
 
 
 def udp_worker(port, seconds, wid, out):
@@ -39,12 +63,12 @@ def udp_worker(port, seconds, wid, out):
         i += 1
         # 1,000 swarms; a client re-announces as 200 distinct peers, so swarms stay
         # about 16 x 200 / 1000 peers big and replies carry peers.
-        ih = struct.pack(">I", i % 1000) + b"\x00" * 16
+        ih = bench_hash(i)
         pid = struct.pack(">II", wid, i % 200) + b"\x01" * 12
         s.sendto(struct.pack(">QII20s20sQQQIIIiH", cid, 1, i, ih, pid, 0, 100, 0, 2, 0, 0,
                              50, 6000 + wid), to)
         try:
-            s.recvfrom(2048); n += 1
+            d, _ = s.recvfrom(2048); n += answered(d, i)
         except socket.timeout:
             cid = connect(s, to)
     out.put(n)
@@ -59,12 +83,13 @@ def http_worker(port, seconds, wid, out):
     end = time.time() + seconds; i = 0
     while time.time() < end:
         i += 1
-        ih = struct.pack(">I", i % 1000) + b"\x00" * 16
+        ih = bench_hash(i)
         pid = struct.pack(">II", wid, i % 200) + b"\x02" * 12
         q = ("/announce?info_hash=%s&peer_id=%s&port=%d&uploaded=0&downloaded=0&left=100"
              "&compact=1&numwant=50" % (pct(ih), pct(pid), 6000 + wid))
         try:
-            c.request("GET", q); r = c.getresponse(); r.read(); n += 1
+            c.request("GET", q); r = c.getresponse(); body = r.read()
+            n += b"failure reason" not in body
             if r.getheader("Connection", "").lower() == "close" or r.version == 10:
                 c.close()
         except Exception:
@@ -104,13 +129,14 @@ def fill_worker(port, swarms, peers, wid, nw, out):
             break
         if time.time() - t_id > 60:
             cid = connect(s, to); t_id = time.time()
-        ih = b"\xee" + struct.pack(">I", sw) + b"\x00" * 15
+        ih = fill_hash(sw)
         for p in range(peers):
             pid = struct.pack(">II", sw, p) + b"\x03" * 12
-            s.sendto(struct.pack(">QII20s20sQQQIIIiH", cid, 1, n, ih, pid, 0, 100, 0, 2, 0, 0,
+            tx = sw * peers + p
+            s.sendto(struct.pack(">QII20s20sQQQIIIiH", cid, 1, tx, ih, pid, 0, 100, 0, 2, 0, 0,
                                  0, 1024 + p), to)
             try:
-                s.recvfrom(2048); n += 1
+                d, _ = s.recvfrom(2048); n += answered(d, tx)
             except socket.timeout:
                 pass
     out.put(n)
@@ -139,6 +165,8 @@ def free_port():
 
 
 class Tracker:
+    """One tracker process on a fresh port, started by `with` and killed by its pid."""
+
     def __init__(self, name, argv_for_port):
         self.name, self.argv_for_port = name, argv_for_port
 
@@ -146,14 +174,24 @@ class Tracker:
         self.port = free_port()
         self.proc = subprocess.Popen(self.argv_for_port(self.port), stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
-        end = time.time() + 10
+        # Ready when an announce of a listed infohash is accepted (opentracker reads its
+        # whitelist in a thread of its own after it listens). Bounded.
+        q = ("/announce?info_hash=%s&peer_id=%s&port=1&uploaded=0&downloaded=0&left=0"
+             "&event=stopped" % (pct(bench_hash(0)), pct(b"-ready-" * 2 + b"-ready")))
+        end = time.time() + 20
         while True:
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close(); break
+                c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                c.request("GET", q); body = c.getresponse().read(); c.close()
+                if b"failure reason" not in body:
+                    break
             except OSError:
-                if time.time() > end or self.proc.poll() is not None:
-                    raise SystemExit("%s did not start" % self.name)
-                time.sleep(0.05)
+                pass
+            if time.time() > end or self.proc.poll() is not None:
+                self.proc.kill(); self.proc.wait()
+                raise SystemExit("%s did not start or refuses the benchmark's infohashes"
+                                 % self.name)
+            time.sleep(0.1)
         return self
 
     def __exit__(self, *_):
@@ -172,11 +210,31 @@ def main():
     a.add_argument("--fill-workers", type=int, default=4)
     a.add_argument("--markdown", action="store_true")
     o = a.parse_args()
+    # Debian builds opentracker as a whitelist tracker (without a list it refuses every
+    # torrent, cheaply): both trackers get the same whitelist of every infohash used.
+    work = tempfile.mkdtemp(prefix="bench-tracker.")
+    # opentracker run as root drops to an unprivileged user before it reads the list:
+    # the directory and the file must be readable by anyone.
+    os.chmod(work, 0o755)
+    allow = os.path.join(work, "whitelist")
+    with open(allow, "w") as f:
+        for i in range(1000):
+            f.write(bench_hash(i).hex() + "\n")
+        for sw in range(o.swarms):
+            f.write(fill_hash(sw).hex() + "\n")
+
+    def ot_argv(p):
+        conf = os.path.join(work, "opentracker-%d.conf" % p)
+        with open(conf, "w") as f:
+            f.write("listen.tcp 127.0.0.1:%d\nlisten.udp 127.0.0.1:%d\naccess.whitelist %s\n"
+                    % (p, p, allow))
+        return [o.opentracker, "-f", conf]
+
     trackers = [
         Tracker("swarmlet tracker",
-                lambda p: [o.swarmlet, "tracker", "--listen", "127.0.0.1:%d" % p]),
-        Tracker("opentracker",
-                lambda p: [o.opentracker, "-i", "127.0.0.1", "-p", str(p), "-P", str(p)]),
+                lambda p: [o.swarmlet, "tracker", "--listen", "127.0.0.1:%d" % p,
+                           "--allow", allow]),
+        Tracker("opentracker", ot_argv),
     ]
     rows = []
     for clients in [int(c) for c in o.clients.split()]:
@@ -203,6 +261,7 @@ def main():
     head = ("| protocol | clients | swarmlet tracker (announces/s) | opentracker (announces/s) "
             "| ratio (median of %d) | CPU µs/announce, ours | CPU µs/announce, opentracker |"
             % o.repeat)
+    shutil.rmtree(work, ignore_errors=True)
     print(head)
     print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
