@@ -157,7 +157,7 @@ if [ "$bt_tracker" = 1 ]; then
   # The script starts both trackers itself, ends them by pid, and prints the tables.
   {
     echo "Run of $(date -u '+%Y-%m-%d %H:%M') UTC, $(nproc) cores, load average" \
-      "$(cut -d' ' -f1-3 /proc/loadavg) at the start; \`$swarmlet\` built with" \
+      "$(cut -d' ' -f1-3 /proc/loadavg) at the start; \`${swarmlet#"$here"/}\` built with" \
       "\`cargo build --release\`; opentracker $(dpkg-query -W -f '${Version}' opentracker 2>/dev/null || echo '(version unknown)')."
     echo
     python3 "$here/scripts/bench_tracker.py" --swarmlet "$swarmlet" "${reps[@]}"
