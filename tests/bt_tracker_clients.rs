@@ -1,7 +1,8 @@
 //! Real BitTorrent clients complete a swarm through `swarmlet tracker` over HTTP: each
 //! of libtorrent, aria2 and Transmission downloads from a `swarmlet seed` in one test
-//! and from a libtorrent seeder in another, learning of the seeder only from the tracker.
-//! Files must come out identical.
+//! and from a libtorrent seeder in another, learning of the seeder only from the tracker;
+//! `swarmlet download` does too, from libtorrent over HTTP and from `swarmlet seed` over
+//! UDP. Files must come out identical.
 //!
 //! Why a private network namespace on a 10.x address: Transmission never dials a peer
 //! at 127.x (its `tr_address_is_valid_for_peers` calls loopback martian), so on
@@ -61,7 +62,13 @@ struct Swarm {
 }
 
 impl Swarm {
+    /// The torrent announces over HTTP.
     fn new() -> Swarm {
+        Swarm::announcing_over("http")
+    }
+
+    /// The torrent announces at `scheme://LAN_IP:PORT/announce` (`http` or `udp`).
+    fn announcing_over(scheme: &str) -> Swarm {
         let tracker_addr = SocketAddrV4::new(LAN_IP, free_port());
         let tracker = common::start_swarmlet_tracker_at(tracker_addr);
         let dir = tempfile::tempdir().unwrap();
@@ -166,6 +173,7 @@ enum Seeder {
 
 #[derive(Clone, Copy, Debug)]
 enum Leecher {
+    Swarmlet,
     Libtorrent,
     Aria2,
     Transmission,
@@ -222,6 +230,16 @@ fn leech(s: &Swarm, kind: Leecher, seeder: &Proc) {
     let leech_dir = s.path("leech");
     std::fs::create_dir_all(&leech_dir).unwrap();
     let mut p = match kind {
+        // No --peer: the tracker is its only source of peers.
+        Leecher::Swarmlet => s.spawn(
+            "swarmlet download",
+            Command::new(common::bin("swarmlet"))
+                .arg("download")
+                .arg(&s.torrent)
+                .arg("--dir")
+                .arg(&leech_dir)
+                .args(["--listen", &format!("{LAN_IP}:{}", free_port())]),
+        ),
         Leecher::Libtorrent => {
             require_libtorrent();
             s.spawn(
@@ -274,8 +292,8 @@ fn leech(s: &Swarm, kind: Leecher, seeder: &Proc) {
         }
     };
     match kind {
-        // Both exit once complete (0) or given up (not 0).
-        Leecher::Libtorrent | Leecher::Aria2 => {
+        // These exit once complete (0) or given up (not 0).
+        Leecher::Swarmlet | Leecher::Libtorrent | Leecher::Aria2 => {
             let status = p.wait_timeout(LEECH_LIMIT);
             assert!(
                 matches!(status, Some(st) if st.success()),
@@ -300,11 +318,15 @@ fn leech(s: &Swarm, kind: Leecher, seeder: &Proc) {
     assert!(s.leech_has_it(), "{}", s.failure(&p, seeder));
 }
 
-/// One test: a namespace, a tracker, the seeder, the leecher.
+/// One test: a namespace, a tracker, the seeder, the leecher, over HTTP.
 fn swarm(seeder: Seeder, leecher: Leecher) {
+    swarm_over("http", seeder, leecher);
+}
+
+fn swarm_over(scheme: &'static str, seeder: Seeder, leecher: Leecher) {
     common::in_private_netns(move || {
         add_lan_address();
-        let s = Swarm::new();
+        let s = Swarm::announcing_over(scheme);
         let seed = start_seeder(&s, seeder);
         leech(&s, leecher, &seed);
         drop(seed);
@@ -339,4 +361,14 @@ fn transmission_downloads_from_swarmlet_seed_through_it() {
 #[test]
 fn transmission_downloads_from_a_libtorrent_seeder_through_it() {
     swarm(Seeder::Libtorrent, Leecher::Transmission);
+}
+
+#[test]
+fn swarmlet_download_fetches_from_a_libtorrent_seeder_through_it() {
+    swarm(Seeder::Libtorrent, Leecher::Swarmlet);
+}
+
+#[test]
+fn swarmlet_download_fetches_from_swarmlet_seed_through_it_over_udp() {
+    swarm_over("udp", Seeder::Swarmlet, Leecher::Swarmlet);
 }
