@@ -62,11 +62,6 @@ struct Swarm {
 }
 
 impl Swarm {
-    /// The torrent announces over HTTP.
-    fn new() -> Swarm {
-        Swarm::announcing_over("http")
-    }
-
     /// The torrent announces at `scheme://LAN_IP:PORT/announce` (`http` or `udp`).
     fn announcing_over(scheme: &str) -> Swarm {
         let tracker_addr = SocketAddrV4::new(LAN_IP, free_port());
@@ -80,7 +75,7 @@ impl Swarm {
         let st = Command::new(require_program("mktorrent", "mktorrent"))
             .args([
                 "-a",
-                &format!("http://{tracker_addr}/announce"),
+                &format!("{scheme}://{tracker_addr}/announce"),
                 "-l",
                 "16",
                 "-o",
