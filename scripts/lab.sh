@@ -259,11 +259,16 @@ nap() { read -r -t "$1" -u "$nap_fd" _ || true; }
 hex40=$(printf '[0-9a-f]%.0s' {1..40})
 # Sets $have to the verified chunks charlie holds: files named by a 40-hex-digit SHA-1
 # (not the merged file).
+# Chunks charlie holds in $1: chunk files, and what its partial file lab.bin.part-<S>
+# has allocated (each verified chunk is written there once; holes take no blocks).
 count_chunks() {
   local f
   have=0
   for f in "$1"/$hex40.bin; do
     if [ -e "$f" ]; then have=$((have + 1)); fi
+  done
+  for f in "$1"/lab.bin.part-*; do
+    if [ -e "$f" ]; then have=$((have + $(stat -c '%b * %B' "$f") / chunk)); fi
   done
 }
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }

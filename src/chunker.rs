@@ -579,8 +579,8 @@ pub fn merge_chunks(
 /// Each chunk is moved with `copy_file_range(2)`: a kernel copy, with no trip through
 /// user space and no 8 KiB copy buffer. One thread: writes into one file are serialised
 /// by the kernel anyway (a two-thread version spent its time spinning on the inode's
-/// lock). Charlie uses it only when the file could not be assembled during the download
-/// (`download::assemble`); the `merge_chunks` tool uses [`merge_chunks`], whose chunks
+/// lock). Charlie uses it only when the file could not be written in place during the
+/// download (`course::in_place` spilled it into chunk files); the `merge_chunks` tool uses [`merge_chunks`], whose chunks
 /// may come from anywhere.
 pub fn merge_verified_chunks(
     store: &ChunkStore,

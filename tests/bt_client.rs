@@ -6,133 +6,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::random_bytes;
-
-const LT_PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/reference/lt_peer.py");
-
-/// Hang guard for one download: far beyond what a few MiB take on loopback.
-const DOWNLOAD_LIMIT: Duration = Duration::from_secs(120);
-
-/// Several pieces spanning files; zero-length files first, in the middle and last.
-const TREE: [(&str, usize); 6] = [
-    ("0 empty", 0),
-    ("a.bin", 1_500_003),
-    ("sub/tiny", 7),
-    ("sub/zero", 0),
-    ("sub/deep/b.bin", 2_300_001),
-    ("zz", 0),
-];
-
-/// Writes the tree under `dir/t` and makes `dir/t.torrent` with mktorrent (64 KiB pieces).
-fn make_torrent(dir: &Path) -> PathBuf {
-    let mktorrent = common::require_program("mktorrent", "mktorrent");
-    for (i, (p, n)) in TREE.iter().enumerate() {
-        let path = dir.join("t").join(p);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, random_bytes(*n, i as u64 + 7)).unwrap();
-    }
-    let o = Command::new(mktorrent)
-        .current_dir(dir)
-        .args(["-l", "16", "-o", "t.torrent", "t"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    dir.join("t.torrent")
-}
-
-fn assert_same_tree(a: &Path, b: &Path) {
-    for (p, _) in TREE {
-        let (x, y) = (a.join("t").join(p), b.join("t").join(p));
-        let x = std::fs::read(&x).unwrap();
-        let y = std::fs::read(&y).unwrap_or_else(|e| panic!("{}: {e}", y.display()));
-        assert!(x == y, "{p} differs ({} vs {} bytes)", x.len(), y.len());
-    }
-}
-
-/// A child killed by its pid on drop.
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Reads the child's stdout until a line starts with `prefix` (within 30 s), then keeps
-/// draining it so the child never writes to a closed pipe.
-fn line_starting(child: &mut Child, prefix: &str) -> String {
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let wanted = prefix.to_string();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { return };
-            if line.starts_with(&wanted) {
-                let _ = tx.send(line);
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|_| panic!("the process never printed {prefix:?}"))
-}
-
-fn python() -> PathBuf {
-    let p = PathBuf::from("/usr/bin/python3");
-    assert!(
-        p.exists(),
-        "needs /usr/bin/python3 with libtorrent (Debian package python3-libtorrent): run scripts/test.sh"
-    );
-    p
-}
-
-/// `swarmlet download` as a child with stdout and stderr piped.
-fn spawn_download(torrent: &Path, dir: &Path, listen: &str, peers: &[String]) -> Child {
-    let mut c = Command::new(common::bin("swarmlet"));
-    c.args(["download", torrent.to_str().unwrap(), "-o"])
-        .arg(dir)
-        .args(["--listen", listen]);
-    for p in peers {
-        c.args(["--peer", p]);
-    }
-    c.stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// Waits for the child (at most [`DOWNLOAD_LIMIT`]) and returns its output.
-fn finish(child: Child) -> Output {
-    let pid = child.id();
-    let start = Instant::now();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(DOWNLOAD_LIMIT) {
-        Ok(o) => o.unwrap(),
-        Err(_) => {
-            // SAFETY: kill(2) on the pid of our own child, still unreaped.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            panic!("download did not finish in {:?}", start.elapsed());
-        }
-    }
-}
-
-/// The summary line's `uploaded N bytes`.
-fn uploaded(stdout: &str) -> u64 {
-    let line = stdout
-        .lines()
-        .find(|l| l.contains(": downloaded "))
-        .unwrap_or_else(|| panic!("no summary line in {stdout:?}"));
-    let after = line.split("uploaded ").nth(1).expect("uploaded in summary");
-    after.split(' ').next().unwrap().parse().unwrap()
-}
+use common::bt::{
+    Killed, LT_PEER, TREE_PIECES, assert_same_tree, finish, line_starting, make_torrent, python,
+    spawn_download, swarmlet_seed, uploaded, wait_for_a_seeder,
+};
 
 #[test]
 fn download_of_a_mktorrent_multi_file_torrent_from_libtorrent_is_identical() {
@@ -171,18 +52,7 @@ fn two_leechers_of_ours_upload_to_each_other_while_downloading_from_our_seed() {
     let torrent = make_torrent(d.path());
     // The seed is slowed to 256 KiB/s, so the 3.8 MB take the leechers 15 s from it
     // alone: what one leecher verified first, the other gets faster from it.
-    let mut seed = Killed(
-        Command::new(common::bin("swarmlet"))
-            .args(["seed", torrent.to_str().unwrap(), "-d"])
-            .arg(d.path())
-            .args(["--listen", "127.0.0.1:0", "--max-upload-rate", "256K"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let line = line_starting(&mut seed.0, "seeding ");
-    let seed_addr: SocketAddr = line.rsplit(' ').next().unwrap().parse().unwrap();
+    let (_seed, seed_addr) = swarmlet_seed(&torrent, d.path(), &["--max-upload-rate", "256K"]);
     let (pa, pb) = (common::free_port(), common::free_port());
     let (la, lb) = (format!("127.0.0.1:{pa}"), format!("127.0.0.1:{pb}"));
     let (da, db) = (d.path().join("a"), d.path().join("b"));
@@ -224,10 +94,7 @@ fn download_again_on_complete_data_checks_and_fetches_nothing() {
     );
     assert!(out.contains(": downloaded 0 bytes"), "{out}");
     assert!(
-        out.contains(&format!(
-            "{} pieces resumed",
-            3_800_011usize.div_ceil(65536)
-        )),
+        out.contains(&format!("{TREE_PIECES} pieces resumed")),
         "{out}"
     );
     assert_same_tree(d.path(), d.path());
@@ -236,37 +103,12 @@ fn download_again_on_complete_data_checks_and_fetches_nothing() {
 #[test]
 fn download_finds_our_seed_through_our_udp_tracker() {
     let d = tempfile::tempdir().unwrap();
-    let port = common::free_port();
-    let mut tracker = Killed(
-        Command::new(common::bin("swarmlet"))
-            .args(["tracker", "--listen", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    common::wait_listening(format!("127.0.0.1:{port}").parse().unwrap());
+    let (tracker, port) = our_tracker();
     // The tree, then a torrent whose only tracker is ours over UDP.
-    make_torrent(d.path());
+    common::bt::write_tree(d.path());
     let url = format!("udp://127.0.0.1:{port}/announce");
-    let o = Command::new(common::require_program("mktorrent", "mktorrent"))
-        .current_dir(d.path())
-        .args(["-l", "16", "-a", &url, "-o", "u.torrent", "t"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let torrent = d.path().join("u.torrent");
-    let mut seed = Killed(
-        Command::new(common::bin("swarmlet"))
-            .args(["seed", torrent.to_str().unwrap(), "-d"])
-            .arg(d.path())
-            .args(["--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    line_starting(&mut seed.0, "seeding ");
+    let torrent = common::bt::mktorrent(d.path(), "u.torrent", &[url]);
+    let (seed, _) = swarmlet_seed(&torrent, d.path(), &[]);
     // No --peer: the only way to the seed is the tracker's peer list. The seed's first
     // announce may still be on its way, and the leecher re-announces only after the
     // tracker's interval: wait until the tracker counts the seed.
@@ -281,7 +123,7 @@ fn download_finds_our_seed_through_our_udp_tracker() {
     );
     assert_same_tree(d.path(), &ours);
     drop(seed);
-    let _ = tracker.0.kill();
+    drop(tracker);
 }
 
 /// Starts `swarmlet tracker` on a fresh loopback port; returns it and the port.
@@ -299,49 +141,16 @@ fn our_tracker() -> (Killed, u16) {
     (t, port)
 }
 
-/// Polls our tracker's HTTP scrape (bounded, 30 s) until the torrent has a seeder.
-fn wait_for_a_seeder(port: u16, torrent: &Path) {
-    use std::io::{Read, Write};
-    let show = Command::new(common::bin("swarmlet"))
-        .args(["show", "--json", torrent.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
-    let hex = v["infohash"].as_str().unwrap();
-    let pct: String = (0..hex.len())
-        .step_by(2)
-        .map(|i| format!("%{}", &hex[i..i + 2]))
-        .collect();
-    let end = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < end {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(s, "GET /scrape?info_hash={pct} HTTP/1.0\r\n\r\n").unwrap();
-        let mut reply = Vec::new();
-        let _ = s.read_to_end(&mut reply);
-        if reply.windows(13).any(|w| w == b"8:completei1e") {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("no seeder announced itself to the tracker");
-}
-
 /// `dir/a.torrent` for the tree under `dir/t`, with two tiers on our tracker: HTTP
 /// first (aria2 speaks UDP trackers only through its DHT socket, which is off), UDP
 /// second (ours: its HTTP announce client is not there yet). Both reach one swarm.
 fn torrent_for_aria2(dir: &Path, port: u16) -> PathBuf {
-    make_torrent(dir);
-    let o = Command::new(common::require_program("mktorrent", "mktorrent"))
-        .current_dir(dir)
-        .args(["-l", "16", "-o", "a.torrent"])
-        .args(["-a", &format!("http://127.0.0.1:{port}/announce")])
-        .args(["-a", &format!("udp://127.0.0.1:{port}/announce")])
-        .arg("t")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    dir.join("a.torrent")
+    common::bt::write_tree(dir);
+    let trackers = [
+        format!("http://127.0.0.1:{port}/announce"),
+        format!("udp://127.0.0.1:{port}/announce"),
+    ];
+    common::bt::mktorrent(dir, "a.torrent", &trackers)
 }
 
 /// aria2c on loopback only, DHT, LPD and PEX off (it has no UPnP/NAT-PMP), listening on
@@ -370,17 +179,7 @@ fn aria2_downloads_from_swarmlet_seed_through_our_tracker() {
     let d = tempfile::tempdir().unwrap();
     let (_tracker, port) = our_tracker();
     let torrent = torrent_for_aria2(d.path(), port);
-    let mut seed = Killed(
-        Command::new(common::bin("swarmlet"))
-            .args(["seed", torrent.to_str().unwrap(), "-d"])
-            .arg(d.path())
-            .args(["--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    line_starting(&mut seed.0, "seeding ");
+    let (_seed, _) = swarmlet_seed(&torrent, d.path(), &[]);
     wait_for_a_seeder(port, &torrent);
     let theirs = d.path().join("aria2");
     let child = aria2(common::free_port(), &["--seed-time=0", "-d"])
@@ -425,21 +224,7 @@ fn swarmlet_downloads_from_an_aria2_seeder_through_our_tracker() {
 fn download_with_seed_serves_libtorrent_once_complete_and_exits_0_on_sigterm() {
     let d = tempfile::tempdir().unwrap();
     let torrent = make_torrent(d.path());
-    let (mut seed, seed_addr) = {
-        let mut c = Killed(
-            Command::new(common::bin("swarmlet"))
-                .args(["seed", torrent.to_str().unwrap(), "-d"])
-                .arg(d.path())
-                .args(["--listen", "127.0.0.1:0"])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        let line = line_starting(&mut c.0, "seeding ");
-        let a: SocketAddr = line.rsplit(' ').next().unwrap().parse().unwrap();
-        (c, a)
-    };
+    let (mut seed, seed_addr) = swarmlet_seed(&torrent, d.path(), &[]);
     let ours = d.path().join("ours");
     let mut leech = Command::new(common::bin("swarmlet"))
         .args(["download", torrent.to_str().unwrap(), "-o"])
@@ -484,18 +269,8 @@ fn a_download_interrupted_by_sigterm_exits_non_zero_and_the_next_run_resumes() {
     let d = tempfile::tempdir().unwrap();
     let torrent = make_torrent(d.path());
     // 128 KiB/s: the 3.8 MB take half a minute, so the first run is stopped midway.
-    let mut seed = Killed(
-        Command::new(common::bin("swarmlet"))
-            .args(["seed", torrent.to_str().unwrap(), "-d"])
-            .arg(d.path())
-            .args(["--listen", "127.0.0.1:0", "--max-upload-rate", "128K"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let line = line_starting(&mut seed.0, "seeding ");
-    let seed_addr = line.rsplit(' ').next().unwrap().to_string();
+    let (_seed, seed_addr) = swarmlet_seed(&torrent, d.path(), &["--max-upload-rate", "128K"]);
+    let seed_addr = seed_addr.to_string();
     let ours = d.path().join("ours");
     let first = spawn_download(
         &torrent,

@@ -5,13 +5,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::bt::{
+    Killed, LT_PEER, TREE_PIECES, assert_same_tree, lt_seed, make_torrent_ours as make_torrent,
+    python, swarmlet_seed,
+};
 use common::random_bytes;
 use swarmlet::bt::fetch::{PeerConnection, Timeouts};
 use swarmlet::bt::metainfo::Metainfo;
@@ -21,103 +23,11 @@ use swarmlet::digest::Digest;
 use swarmlet::storage::PieceStore;
 use swarmlet::storage::files::FilesStore;
 
-const LT_PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/reference/lt_peer.py");
-
-/// The tree every test moves: several pieces spanning files, zero-length files first, in
-/// the middle and last, a file under one block, a last piece shorter than the others.
-const TREE: [(&str, usize); 6] = [
-    ("0 empty", 0),
-    ("a.bin", 1_000_003),
-    ("sub/tiny", 7),
-    ("sub/zero", 0),
-    ("sub/deep/b.bin", 2_300_001),
-    ("zz", 0),
-];
-
-/// Writes the tree under `dir/t` and makes `dir/t.torrent` with `swarmlet create`.
-fn make_torrent(dir: &Path) -> PathBuf {
-    for (i, (p, n)) in TREE.iter().enumerate() {
-        let path = dir.join("t").join(p);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, random_bytes(*n, i as u64 + 100)).unwrap();
-    }
-    let o = Command::new(common::bin("swarmlet"))
-        .current_dir(dir)
-        .args(["create", "t", "--piece-length", "65536", "-o", "t.torrent"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    dir.join("t.torrent")
-}
-
-fn assert_same_tree(a: &Path, b: &Path) {
-    for (p, _) in TREE {
-        let (x, y) = (a.join("t").join(p), b.join("t").join(p));
-        let (x, y) = (
-            std::fs::read(&x).unwrap(),
-            std::fs::read(&y).unwrap_or_default(),
-        );
-        assert!(x == y, "{p} differs ({} vs {} bytes)", x.len(), y.len());
-    }
-}
-
-/// A child killed by its pid on drop.
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Reads the child's stdout until a line starts with `prefix` (within 30 s).
-fn line_starting(child: &mut Child, prefix: &str) -> String {
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let prefix = prefix.to_string();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { return };
-            // Keeps draining after the line: a process writing to a closed pipe would
-            // fail (Rust's println! panics on EPIPE).
-            if line.starts_with(&prefix) {
-                let _ = tx.send(line);
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(30))
-        .expect("the process never printed its address")
-}
-
-fn python() -> PathBuf {
-    let p = PathBuf::from("/usr/bin/python3");
-    assert!(
-        p.exists(),
-        "needs /usr/bin/python3 with libtorrent (Debian package python3-libtorrent): run scripts/test.sh"
-    );
-    p
-}
-
-/// Starts `swarmlet seed` on `torrent` over `dir`; returns it and its address.
-fn swarmlet_seed(torrent: &Path, dir: &Path) -> (Killed, SocketAddr) {
-    let mut child = Command::new(common::bin("swarmlet"))
-        .args(["seed", torrent.to_str().unwrap(), "--dir"])
-        .arg(dir)
-        .args(["--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let line = line_starting(&mut child, "seeding ");
-    let addr = line.rsplit(' ').next().unwrap().parse().unwrap();
-    (Killed(child), addr)
-}
-
 #[test]
 fn libtorrent_downloads_a_multi_file_torrent_from_swarmlet_seed() {
     let d = tempfile::tempdir().unwrap();
     let torrent = make_torrent(d.path());
-    let (mut seed, addr) = swarmlet_seed(&torrent, d.path());
+    let (mut seed, addr) = swarmlet_seed(&torrent, d.path(), &[]);
     let leech = d.path().join("lt");
     let o = Command::new(python())
         .args([
@@ -175,27 +85,17 @@ fn swarmlet_seed_refuses_incomplete_data_in_one_line() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("1 of 51 pieces are missing or bad"), "{err}");
+    assert!(
+        err.contains(&format!("1 of {TREE_PIECES} pieces are missing or bad")),
+        "{err}"
+    );
 }
 
 #[test]
 fn swarmlet_download_fetches_every_piece_from_a_libtorrent_seeder() {
     let d = tempfile::tempdir().unwrap();
     let torrent = make_torrent(d.path());
-    let mut lt = Killed(
-        Command::new(python())
-            .args([
-                LT_PEER,
-                "seed",
-                torrent.to_str().unwrap(),
-                d.path().to_str().unwrap(),
-            ])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let port = line_starting(&mut lt.0, "port ");
-    let port = port.split_whitespace().nth(1).unwrap();
+    let (_lt, port) = lt_seed(&torrent, d.path());
     let ours = d.path().join("ours");
     let o = Command::new(common::bin("swarmlet"))
         .args(["download", torrent.to_str().unwrap(), "--dir"])
@@ -588,7 +488,7 @@ fn aria2_downloads_from_swarmlet_seed_through_our_tracker() {
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let torrent = dir.join("f.torrent");
-        let (_seed, _addr) = swarmlet_seed(&torrent, dir);
+        let (_seed, _addr) = swarmlet_seed(&torrent, dir, &[]);
         let o = Command::new(aria2)
             .arg(format!("--dir={}", dir.join("dl").display()))
             .args([

@@ -29,44 +29,37 @@ impl Rng {
     }
 }
 
-/// What is in chunks/charlie/: the verified chunks, and how many temporary files a killed
-/// writer left. Panics on anything else: a chunk whose bytes do not match its name, a
-/// merged file, a stray name.
-fn charlie_state(dir: &Path, merged_ok: bool) -> (HashSet<ChunkHash>, usize) {
-    let mut verified = HashSet::new();
-    let mut temps = 0;
-    let Ok(entries) = fs::read_dir(dir) else {
-        return (verified, 0);
-    };
-    for e in entries {
-        let name = e.unwrap().file_name().into_string().unwrap();
-        if name.starts_with(TEMP_PREFIX) {
-            temps += 1;
-        } else if let Some(h) = ChunkHash::from_file_name(&name) {
-            let data = fs::read(dir.join(&name)).unwrap();
-            assert_eq!(ChunkHash::of(&data), h, "{name} holds unverified bytes");
-            verified.insert(h);
-        } else {
-            assert!(merged_ok && name == "test.bin", "unexpected file {name}");
-        }
-    }
-    (verified, temps)
+/// What charlie's file is made of: its chunks' hashes in order and their size.
+struct Chunks {
+    hashes: Vec<ChunkHash>,
+    size: u64,
 }
 
-/// Number of verified-looking chunk files (by name) in `dir`, cheaply.
-fn chunk_files(dir: &Path) -> usize {
-    fs::read_dir(dir)
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .filter(|e| {
-                    e.file_name()
-                        .to_str()
-                        .and_then(ChunkHash::from_file_name)
-                        .is_some()
-                })
-                .count()
-        })
-        .unwrap_or(0)
+impl Chunks {
+    fn of(sys: &System, size: u64) -> Chunks {
+        let hashes = sys.manifest().chunks.iter().map(|c| c.hash).collect();
+        Chunks { hashes, size }
+    }
+}
+
+/// What is in chunks/charlie/: the verified chunks (in chunk files, in the partial file
+/// `test.bin.part-<S>`, or in the finished `test.bin` once `merged_ok`), and how many
+/// temporary files a killed writer left. Panics on anything else: a chunk file whose bytes
+/// do not match its name, a finished file before the end, a stray name.
+fn charlie_state(dir: &Path, merged_ok: bool, c: &Chunks) -> (HashSet<ChunkHash>, usize) {
+    let mut temps = 0;
+    let part = format!("test.bin.part-{}", c.size);
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            if name.starts_with(TEMP_PREFIX) {
+                temps += 1;
+            } else if ChunkHash::from_file_name(&name).is_none() && name != part {
+                assert!(merged_ok && name == "test.bin", "unexpected file {name}");
+            }
+        }
+    }
+    (charlie_verified(dir, "test.bin", &c.hashes, c.size), temps)
 }
 
 #[test]
@@ -77,6 +70,7 @@ fn charlie_killed_20_times_finishes_with_a_correct_file_and_no_refetch() {
     // end (each kill lets at most a few dozen chunks through).
     let mut sys = System::new(32 << 20, 64 << 10);
     sys.start_all();
+    let chunks = Chunks::of(&sys, 64 << 10);
     let total = sys.manifest().chunks.len();
     let dir = sys.chunk_dir("charlie");
     let mut rng = Rng(0x5eed_2024_0417);
@@ -85,7 +79,7 @@ fn charlie_killed_20_times_finishes_with_a_correct_file_and_no_refetch() {
     let mut after_kill: Vec<(HashSet<ChunkHash>, usize, usize)> = Vec::new();
     let mut temps_seen = 0;
     for k in 0..KILLS {
-        let have = chunk_files(&dir);
+        let have = charlie_written(&dir, chunks.size);
         let mut charlie = sys.spawn_charlie(&["--step", "2"]);
         // Every other kill comes at a random time from start (startup, asking the
         // tracker, re-verifying what is on disk); the others once a random number of new
@@ -97,7 +91,7 @@ fn charlie_killed_20_times_finishes_with_a_correct_file_and_no_refetch() {
         } else {
             let target = have + 1 + rng.below(8) as usize;
             let end = Instant::now() + Duration::from_secs(30);
-            while chunk_files(&dir) < target {
+            while charlie_written(&dir, chunks.size) < target {
                 assert!(Instant::now() < end, "kill {k}: no progress");
                 std::thread::sleep(Duration::from_micros(200));
             }
@@ -115,7 +109,7 @@ fn charlie_killed_20_times_finishes_with_a_correct_file_and_no_refetch() {
             let pid = sys.proc(peer).pid();
             assert_eq!(wait_threads(pid, 1, Duration::from_secs(5)), 1);
         }
-        let (verified, temps) = charlie_state(&dir, false);
+        let (verified, temps) = charlie_state(&dir, false, &chunks);
         temps_seen += temps;
         let (a, b) = (sys.served("alice").len(), sys.served("bob").len());
         eprintln!(
@@ -127,7 +121,7 @@ fn charlie_killed_20_times_finishes_with_a_correct_file_and_no_refetch() {
     let out = sys.charlie(&["--step", "2"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(sys.check_file(), "merged file differs after {KILLS} kills");
-    let (verified, temps) = charlie_state(&dir, true);
+    let (verified, temps) = charlie_state(&dir, true, &chunks);
     assert_eq!(verified.len(), total);
     assert_eq!(
         temps, 0,
@@ -234,57 +228,58 @@ fn a_full_disk_mid_download_is_a_clear_error_and_a_later_run_finishes() {
     // 2 MiB in 8 chunks of 256 KiB; the tmpfs is 5 MiB.
     let mut sys = System::new(2 << 20, 256 << 10);
     sys.start_all();
+    let chunks = Chunks::of(&sys, 256 << 10);
     let want = fs::read(sys.root().join("files/test.bin")).unwrap();
     let total = sys.manifest().chunks.len();
-    // 1. Room for about 3 chunks: the disk fills mid-download.
-    // 2. Room for every chunk but not for the merged file: the merge fails.
-    for (ballast, what) in [(4 << 20, "chunk"), (3 << 20, "merge")] {
+    let fresh = |sys: &System| {
         let _ = fs::remove_dir_all(sys.chunk_dir("charlie"));
         fs::create_dir_all(sys.chunk_dir("charlie")).unwrap();
-        let out = tempfile::tempdir().unwrap();
-        let runs = disk_full_runs(&sys, ballast, &out);
-        let (rc, err, dir) = &runs[0];
-        assert_eq!(*rc, 1, "{what}: first run should fail:\n{err}");
-        let line = error_line(err);
-        assert_eq!(
-            line.matches("No space left on device").count(),
-            1,
-            "{what}: {line}"
-        );
-        let (verified, temps) = charlie_state(dir, false);
-        assert_eq!(temps, 0, "{what}: partial chunk files left");
-        match what {
-            "chunk" => {
-                assert!(line.contains("cannot store chunk"), "{line}");
-                assert!(
-                    !verified.is_empty() && verified.len() < total,
-                    "{}",
-                    verified.len()
-                );
-            }
-            _ => {
-                assert!(line.contains("cannot merge into"), "{line}");
-                assert_eq!(verified.len(), total);
-            }
-        }
-        eprintln!(
-            "{what}: disk full after {} of {total} chunks: {line}",
-            verified.len()
-        );
-        // After the space is freed, the next run resumes and finishes.
-        let (rc, err, dir) = &runs[1];
-        assert_eq!(*rc, 0, "{what}: second run failed:\n{err}");
-        let (all, temps) = charlie_state(dir, true);
-        assert_eq!((all.len(), temps), (total, 0));
-        assert!(
-            fs::read(dir.join("test.bin")).unwrap() == want,
-            "{what}: file differs"
-        );
-        assert!(
-            err.contains(&format!("resuming: {} chunks", verified.len())),
-            "{err}"
-        );
-    }
+    };
+    // Room for about 3 chunks: the disk fills mid-download.
+    fresh(&sys);
+    let out = tempfile::tempdir().unwrap();
+    let runs = disk_full_runs(&sys, 4 << 20, &out);
+    let (rc, err, dir) = &runs[0];
+    assert_eq!(*rc, 1, "first run should fail:\n{err}");
+    let line = error_line(err);
+    assert_eq!(line.matches("No space left on device").count(), 1, "{line}");
+    assert!(line.contains("cannot store chunk"), "{line}");
+    let (verified, temps) = charlie_state(dir, false, &chunks);
+    assert_eq!(temps, 0, "temporary files left");
+    assert!(
+        !verified.is_empty() && verified.len() < total,
+        "{}",
+        verified.len()
+    );
+    eprintln!(
+        "disk full after {} of {total} chunks: {line}",
+        verified.len()
+    );
+    // After the space is freed, the next run resumes and finishes.
+    let (rc, err, dir) = &runs[1];
+    assert_eq!(*rc, 0, "second run failed:\n{err}");
+    let (all, temps) = charlie_state(dir, true, &chunks);
+    assert_eq!((all.len(), temps), (total, 0));
+    assert!(
+        fs::read(dir.join("test.bin")).unwrap() == want,
+        "file differs"
+    );
+    assert!(
+        err.contains(&format!("resuming: {} chunks", verified.len())),
+        "{err}"
+    );
+    // Room for the file once and a half: enough, since every byte is written once
+    // (chunk files and a merged copy would need twice the file).
+    fresh(&sys);
+    let out = tempfile::tempdir().unwrap();
+    let runs = disk_full_runs(&sys, 2 << 20, &out);
+    let (rc, err, dir) = &runs[0];
+    assert_eq!(*rc, 0, "a file that fits once must download:\n{err}");
+    assert!(
+        fs::read(dir.join("test.bin")).unwrap() == want,
+        "file differs"
+    );
+    assert_eq!(charlie_state(dir, true, &chunks).0.len(), total);
 }
 
 #[test]

@@ -32,6 +32,9 @@ const TIMEOUT_MS: u64 = 500;
 /// and trickles assert much tighter bounds of their own.
 const BOUND: Duration = Duration::from_secs(40);
 
+/// Chunks with their hashes, in file order.
+type Chunks = [(ChunkHash, Vec<u8>)];
+
 type Serve = dyn Fn(TcpStream, &AtomicBool) -> io::Result<()> + Send + Sync;
 
 /// A fake server on a free loopback port: each connection runs `serve` on its own thread.
@@ -307,9 +310,10 @@ fn tree(dir: &Path) -> BTreeSet<PathBuf> {
 }
 
 /// What charlie left in `root`, checked against the tree before it ran: nothing new
-/// outside `chunks/charlie/`, and in it only chunks whose content hashes to their name
-/// (plus the merged file `merged`, if any). Returns how many verified chunks are there.
-fn assert_clean(root: &Path, before: &BTreeSet<PathBuf>, merged: Option<&str>) -> usize {
+/// outside `chunks/charlie/`, and in it only chunks whose content hashes to their name,
+/// the merged file `merged` (if any), and its partial file `<merged>.part-<S>`, in which
+/// every chunk's range holds exactly that chunk (of `chunks`) or nothing yet (zeros).
+fn assert_clean(root: &Path, before: &BTreeSet<PathBuf>, merged: Option<(&str, &Chunks)>) {
     let charlie_dir = Path::new("chunks/charlie");
     for p in tree(root).difference(before) {
         assert!(
@@ -318,27 +322,43 @@ fn assert_clean(root: &Path, before: &BTreeSet<PathBuf>, merged: Option<&str>) -
             p.display()
         );
     }
-    let mut chunks = 0;
     let Ok(entries) = fs::read_dir(root.join(charlie_dir)) else {
-        return 0;
+        return;
     };
     for e in entries {
         let name = e.unwrap().file_name().into_string().unwrap();
-        if Some(name.as_str()) == merged {
-            continue;
+        let path = root.join(charlie_dir).join(&name);
+        if let Some((file, chunks)) = merged {
+            if name == file {
+                continue;
+            }
+            let size = name
+                .strip_prefix(file)
+                .and_then(|r| r.strip_prefix(".part-"))
+                .and_then(|s| s.parse::<usize>().ok());
+            if let Some(size) = size {
+                let data = fs::read(&path).unwrap();
+                for (i, range) in data.chunks(size).enumerate() {
+                    let zeros = range.iter().all(|&b| b == 0);
+                    let right = chunks.get(i).is_some_and(|(_, c)| c[..] == *range);
+                    assert!(
+                        zeros || right,
+                        "{name}: chunk {i}'s range holds other bytes"
+                    );
+                }
+                continue;
+            }
         }
         assert!(!name.starts_with(TEMP_PREFIX), "temporary file {name} left");
         let hash = ChunkHash::from_file_name(&name)
             .unwrap_or_else(|| panic!("unexpected file chunks/charlie/{name}"));
-        let data = fs::read(root.join(charlie_dir).join(&name)).unwrap();
+        let data = fs::read(&path).unwrap();
         assert_eq!(
             ChunkHash::of(&data),
             hash,
             "{name} kept with bytes of another hash"
         );
-        chunks += 1;
     }
-    chunks
 }
 
 /// A download of `chunks` from `peers` through a fake tracker: returns the run and checks
@@ -348,7 +368,7 @@ fn download(chunks: &[(ChunkHash, Vec<u8>)], peers: &[SocketAddrV4], extra: &[&s
     let root = root_for(t.addr);
     let before = tree(root.path());
     let run = charlie(root.path(), extra);
-    assert_clean(root.path(), &before, Some("data.bin"));
+    assert_clean(root.path(), &before, Some(("data.bin", chunks)));
     if run.status.success() {
         let got = fs::read(root.path().join("chunks/charlie/data.bin")).unwrap();
         assert!(got == chunks.concat_data(), "merged file differs");
@@ -826,7 +846,7 @@ fn a_file_info_naming_thousands_of_peers_does_not_spawn_thousands_of_threads() {
     let before = tree(root.path());
     let run = charlie(root.path(), &[]);
     assert!(run.status.success(), "{}", run.stderr);
-    assert_clean(root.path(), &before, Some("data.bin"));
+    assert_clean(root.path(), &before, Some(("data.bin", &chunks)));
     assert!(
         run.stderr
             .contains("ignoring 3969 mentions of peers beyond the first 32"),

@@ -149,9 +149,7 @@ fn share_everything(sys: &System) {
 fn wait_for_chunks(sys: &System, charlie: &mut Proc, n: usize) {
     let end = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let have = fs::read_dir(sys.chunk_dir("charlie"))
-            .map(|d| d.count())
-            .unwrap_or(0);
+        let have = charlie_written(&sys.chunk_dir("charlie"), 512 * KIB as u64);
         if have >= n {
             return;
         }
@@ -192,10 +190,13 @@ fn charlie_killed_and_restarted_never_refetches_verified_chunks() {
     let mut charlie = sys.spawn_charlie(&["--step", "2"]);
     wait_for_chunks(&sys, &mut charlie, 20);
     charlie.kill();
-    let verified: HashSet<ChunkHash> = fs::read_dir(sys.chunk_dir("charlie"))
-        .unwrap()
-        .filter_map(|e| ChunkHash::from_file_name(e.unwrap().file_name().to_str()?))
-        .collect();
+    let hashes: Vec<ChunkHash> = sys.manifest().chunks.iter().map(|c| c.hash).collect();
+    let verified = charlie_verified(
+        &sys.chunk_dir("charlie"),
+        "test.bin",
+        &hashes,
+        512 * KIB as u64,
+    );
     assert!(!verified.is_empty());
     let out = sys.charlie(&["--step", "2"]);
     assert!(out.status.success(), "{}", stderr(&out));

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::assemble::{Assembler, Assembly};
 use super::client::chunk_hashes;
+use super::in_place::{Assembly, InPlaceStore};
 use crate::chunker::merge_verified_chunks;
 use crate::cli::RootArg;
 use crate::config::{FileManifest, PeersConfig};
@@ -18,7 +18,7 @@ use crate::course::client::{
 use crate::course::discovery::{
     DEFAULT_BROADCAST, DEFAULT_TRIES, DEFAULT_WINDOW, DISCOVERY_PORT, DiscoveryConfig, discover,
 };
-use crate::download::{self, Extras, Options, Plan};
+use crate::download::{self, Options, Plan};
 use crate::root::{Root, display_path};
 use crate::storage::hash_dir::HashDirStore;
 use crate::store::ChunkStore;
@@ -158,36 +158,37 @@ pub fn run(args: &CharlieArgs) -> anyhow::Result<()> {
     let progress = crate::cli::count_progress(plan.len() as u64, "charlie");
     let opts = Options::default();
     let hashes = chunk_hashes(&plan);
-    let pieces = HashDirStore::new(store.clone(), &plan.digests)?;
-    // Unless told not to merge, the file is assembled while the chunks arrive.
-    let assembler = (!args.no_merge).then(|| Assembler::new(&store, plan.len()));
-    let extras = Extras {
-        on_verified: assembler.as_ref().map(|a| a as &dyn download::Verified),
-        swarm: None,
-    };
-    let result = download::download_with(&plan, &pieces, &connector, &opts, &progress, extras);
+    if args.no_merge {
+        let pieces = HashDirStore::new(store, &plan.digests)?;
+        let result = download::download(&plan, &pieces, &connector, &opts, &progress);
+        progress.finish_and_clear();
+        println!("{}", result?.summary(&plan.name));
+        return Ok(());
+    }
+    // Merging: each verified chunk is written once, at its place in the file.
+    let pieces = InPlaceStore::new(store, &plan.name, &plan.digests)?;
+    let result = download::download(&plan, &pieces, &connector, &opts, &progress);
     progress.finish_and_clear();
     let report = result?;
-    if let Some(assembler) = assembler {
-        let dest = store.dir().join(&plan.name);
-        let start = std::time::Instant::now();
-        let cannot = || format!("cannot merge into {}", display_path(&dest));
-        let n = match assembler.finish(&hashes, &dest).with_context(cannot)? {
-            Assembly::Done(n) => n,
-            Assembly::Abandoned(why) => {
-                log::info!("merging the chunk files: the file could not be assembled: {why}");
-                // Every chunk of the plan was verified by this run (fetched ones in
-                // memory before being written, resumed ones re-read from disk at the
-                // start): no second hashing.
-                merge_verified_chunks(&store, &hashes, &dest).with_context(cannot)?
-            }
-        };
-        log::info!(
-            "merged {n} bytes into {} ({:.3} s after the download)",
-            display_path(&dest),
-            start.elapsed().as_secs_f64()
-        );
-    }
+    let dest = pieces.dest();
+    let start = std::time::Instant::now();
+    let cannot = || format!("cannot merge into {}", display_path(&dest));
+    let chunks = pieces.chunk_store().clone();
+    let n = match pieces.finish().with_context(cannot)? {
+        Assembly::Done(n) => n,
+        Assembly::Spilled(why) => {
+            log::info!("merging the chunk files: the file could not be written in place: {why}");
+            // Every chunk of the plan was verified by this run (fetched ones in memory
+            // before being written, resumed ones re-read from disk at the start): no
+            // second hashing.
+            merge_verified_chunks(&chunks, &hashes, &dest).with_context(cannot)?
+        }
+    };
+    log::info!(
+        "{} holds {n} bytes ({:.3} s after the download)",
+        display_path(&dest),
+        start.elapsed().as_secs_f64()
+    );
     println!("{}", report.summary(&plan.name));
     Ok(())
 }

@@ -2,10 +2,10 @@
 //! Charlie makes. The bytes themselves are [`crate::wire`]'s; the accept loop is
 //! [`crate::server`]'s; this module joins them.
 
-pub mod assemble;
 pub mod charlie;
 pub mod client;
 pub mod discovery;
+pub mod in_place;
 pub mod peer;
 pub mod tracker;
 pub mod tracker_udp;

@@ -20,8 +20,8 @@ use super::swarm::SwarmReceiver;
 pub const MAX_FETCHES_PER_PIECE: usize = 2;
 
 /// Told of every piece as soon as it is verified and stored, on the verifier's thread,
-/// while its bytes are still in memory: Charlie assembles the final file with them, a
-/// bvTorrent client updates its mask, a BitTorrent peer announces HAVE.
+/// while its bytes are still in memory: a bvTorrent client updates its mask, a
+/// BitTorrent peer announces HAVE.
 pub trait Verified: Sync {
     /// `data` hashes to the digest of positions `indexes` and is stored at each. Must not
     /// block for long: a verifier waits for it.

@@ -3,6 +3,8 @@
 //! pid when its handle drops, so a failing test leaves nothing running.
 #![allow(dead_code)]
 
+pub mod bt;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
@@ -547,4 +549,79 @@ pub fn http_get(addr: SocketAddrV4, target: &str) -> Vec<u8> {
 /// Every byte percent-encoded, as BitTorrent clients send an infohash or a peer id.
 pub fn pct(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("%{b:02X}")).collect()
+}
+
+/// The chunks of `hashes` (file order, `chunk` bytes each but the last) that charlie holds
+/// verified in `dir` now: chunk files whose bytes match their names, and the ranges of
+/// its partial file `<name>.part-<S>` (or of the finished `<name>`) that hash right. A
+/// chunk file whose bytes do not match its name panics: charlie never writes one.
+pub fn charlie_verified(
+    dir: &Path,
+    name: &str,
+    hashes: &[ChunkHash],
+    chunk: u64,
+) -> std::collections::HashSet<ChunkHash> {
+    use std::os::unix::fs::FileExt;
+    let mut verified = std::collections::HashSet::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return verified;
+    };
+    for e in entries {
+        let fname = e.unwrap().file_name().into_string().unwrap();
+        if let Some(h) = ChunkHash::from_file_name(&fname) {
+            let data = fs::read(dir.join(&fname)).unwrap();
+            assert_eq!(ChunkHash::of(&data), h, "{fname} holds unverified bytes");
+            verified.insert(h);
+            continue;
+        }
+        let in_place = fname == name
+            || fname
+                .strip_prefix(name)
+                .and_then(|r| r.strip_prefix(".part-"))
+                .is_some_and(|s| s == chunk.to_string());
+        if !in_place {
+            continue;
+        }
+        let Ok(f) = fs::File::open(dir.join(&fname)) else {
+            continue; // renamed meanwhile
+        };
+        let len = f.metadata().unwrap().len();
+        let mut buf = vec![0u8; chunk as usize];
+        for (i, h) in hashes.iter().enumerate() {
+            let start = i as u64 * chunk;
+            if start >= len {
+                break;
+            }
+            let n = (len - start).min(chunk) as usize;
+            if f.read_exact_at(&mut buf[..n], start).is_ok() && ChunkHash::of(&buf[..n]) == *h {
+                verified.insert(*h);
+            }
+        }
+    }
+    verified
+}
+
+/// About how many chunks of `chunk` bytes charlie has written into its partial file in
+/// `dir` (its allocated blocks: holes take none), plus its chunk files; cheap enough to
+/// poll while it runs.
+pub fn charlie_written(dir: &Path, chunk: u64) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| {
+            let name = e.file_name().into_string().unwrap_or_default();
+            if ChunkHash::from_file_name(&name).is_some() {
+                1
+            } else if name.contains(".part-") {
+                e.metadata()
+                    .map(|m| (m.blocks() * 512 / chunk) as usize)
+                    .unwrap_or(0)
+            } else {
+                0
+            }
+        })
+        .sum()
 }
