@@ -117,20 +117,28 @@ impl Place {
     }
 }
 
+/// Swarms of up to this many peers keep no index and find a peer by scanning their two
+/// vectors (at most 64 comparisons of 20 bytes, well under a microsecond): in swarms of
+/// 50 the index was about a third of the tracker's memory (a 24-byte entry in a table
+/// with slack, per peer). Bigger swarms build the index; one that shrinks below half of
+/// this drops it again.
+const INDEX_FROM: usize = 64;
+
 /// One torrent's peers and its download count.
 ///
-/// Leechers and seeders in two vectors, with an index from peer id to place: a reply
-/// is then a run of at most `numwant` entries from a random offset (O(numwant), no
-/// matter how big the swarm), seeders are skipped for a seeder without looking at them,
-/// and a removal is a `swap_remove`. The first version kept one `HashMap<PeerId, Peer>`
-/// and walked it from a random offset (`skip`), which cost O(swarm) per announce: it was
-/// the tracker's largest user-space cost in the UDP profile.
+/// Leechers and seeders in two vectors, with (in big swarms) an index from peer id to
+/// place: a reply is then a run of at most `numwant` entries from a random offset
+/// (O(numwant), no matter how big the swarm), seeders are skipped for a seeder without
+/// looking at them, and a removal is a `swap_remove`. The first version kept one
+/// `HashMap<PeerId, Peer>` and walked it from a random offset (`skip`), which cost
+/// O(swarm) per announce: it was the tracker's largest user-space cost in the UDP
+/// profile.
 #[derive(Default)]
 struct Swarm {
     leechers: Vec<Peer>,
     seeders: Vec<Peer>,
-    /// Where each peer is.
-    index: HashMap<PeerId, Place>,
+    /// Where each peer is, once the swarm has more than [`INDEX_FROM`] peers.
+    index: Option<HashMap<PeerId, Place>>,
     downloaded: u64,
 }
 
@@ -147,21 +155,61 @@ impl Swarm {
         }
     }
 
+    /// Where peer `id` is, if it is here.
+    fn find(&self, id: &PeerId) -> Option<Place> {
+        if let Some(index) = &self.index {
+            return index.get(id).copied();
+        }
+        for (seeder, list) in [(false, &self.leechers), (true, &self.seeders)] {
+            if let Some(i) = list.iter().position(|p| p.id == *id) {
+                return Some(Place::new(seeder, i));
+            }
+        }
+        None
+    }
+
+    fn set_place(&mut self, id: PeerId, at: Place) {
+        if let Some(index) = &mut self.index {
+            index.insert(id, at);
+        }
+    }
+
+    /// Builds the index when the swarm has grown past [`INDEX_FROM`], drops it when it
+    /// has shrunk below half of that.
+    fn reindex(&mut self, rebuild: bool) {
+        let n = self.len();
+        if n < INDEX_FROM / 2 {
+            self.index = None;
+        } else if rebuild || (self.index.is_none() && n > INDEX_FROM) {
+            let mut index = HashMap::with_capacity(n);
+            for (seeder, list) in [(false, &self.leechers), (true, &self.seeders)] {
+                for (i, p) in list.iter().enumerate() {
+                    index.insert(p.id, Place::new(seeder, i));
+                }
+            }
+            self.index = Some(index);
+        }
+    }
+
     /// Removes the peer at `(seeder, i)`, keeping the index right for the one moved into
     /// its place.
     fn take(&mut self, seeder: bool, i: usize) -> Peer {
         let list = self.list(seeder);
         let p = list.swap_remove(i);
         if let Some(moved) = list.get(i).map(|m| m.id) {
-            self.index.insert(moved, Place::new(seeder, i));
+            self.set_place(moved, Place::new(seeder, i));
         }
         p
     }
 
     fn remove(&mut self, id: &PeerId) -> bool {
-        match self.index.remove(id) {
+        match self.find(id) {
             Some(at) => {
+                if let Some(index) = &mut self.index {
+                    index.remove(id);
+                }
                 self.take(at.seeder(), at.index());
+                self.reindex(false);
                 true
             }
             None => false,
@@ -178,7 +226,7 @@ impl Swarm {
         room: bool,
     ) -> Upsert {
         let addr = PackedAddr::from(addr);
-        match self.index.get(&id).map(|p| (p.seeder(), p.index())) {
+        match self.find(&id).map(|p| (p.seeder(), p.index())) {
             Some((was, i)) if was == seeder => {
                 let p = &mut self.list(seeder)[i];
                 p.addr = addr;
@@ -193,7 +241,7 @@ impl Swarm {
                 let list = self.list(seeder);
                 list.push(p);
                 let at = list.len() - 1;
-                self.index.insert(id, Place::new(seeder, at));
+                self.set_place(id, Place::new(seeder, at));
                 Upsert::Updated
             }
             None if !room => Upsert::Full,
@@ -205,13 +253,14 @@ impl Swarm {
                     last_seen: now,
                 });
                 let at = list.len() - 1;
-                self.index.insert(id, Place::new(seeder, at));
+                self.set_place(id, Place::new(seeder, at));
+                self.reindex(false);
                 Upsert::Added
             }
         }
     }
 
-    /// Drops peers silent since before `cutoff`; returns how many.
+    /// Drops peers silent for `age` or longer; returns how many.
     fn forget_older(&mut self, now: Stamp, age: Duration) -> usize {
         let before = self.len();
         // Strictly younger: with whole seconds, an age of zero forgets everyone.
@@ -220,12 +269,7 @@ impl Swarm {
         self.seeders.retain(fresh);
         let gone = before - self.len();
         if gone > 0 {
-            self.index.clear();
-            for (seeder, list) in [(false, &self.leechers), (true, &self.seeders)] {
-                for (i, p) in list.iter().enumerate() {
-                    self.index.insert(p.id, Place::new(seeder, i));
-                }
-            }
+            self.reindex(self.index.is_some());
         }
         gone
     }
@@ -795,6 +839,55 @@ mod tests {
         }
         assert_eq!(t.peer_count(), 5);
         assert_eq!(t.scrape(&[InfoHash([7; 20])]).unwrap()[0].1.incomplete, 5);
+    }
+
+    #[test]
+    fn a_swarm_past_the_index_threshold_finds_every_peer() {
+        let t = Tracker::new(Settings::default(), None);
+        let ann_n = |n: u16, left: u64, event: Event| Announce {
+            peer_id: PeerId({
+                let mut id = [0u8; 20];
+                id[..2].copy_from_slice(&n.to_be_bytes());
+                id
+            }),
+            port: 7000 + n,
+            ..ann(0, left, event)
+        };
+        let at = |n: u16| SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 7000 + n));
+        let total = (INDEX_FROM * 2) as u16;
+        for n in 0..total {
+            t.announce(&ann_n(n, 5, Event::Started), at(n)).unwrap();
+        }
+        // Half of them complete, a quarter stop: moves and swap_removes in the index.
+        for n in (0..total).step_by(2) {
+            t.announce(&ann_n(n, 0, Event::Completed), at(n)).unwrap();
+        }
+        for n in (0..total).step_by(4) {
+            t.announce(&ann_n(n, 0, Event::Stopped), at(n)).unwrap();
+        }
+        let left = total as u64 - total as u64 / 4;
+        assert_eq!(t.peer_count() as u64, left);
+        // Re-announcing every remaining peer updates it in place: no new peer appears.
+        for n in (0..total).filter(|n| n % 4 != 0) {
+            let seeder = n % 2 == 0;
+            let r = t
+                .announce(&ann_n(n, if seeder { 0 } else { 5 }, Event::None), at(n))
+                .unwrap();
+            assert_eq!(r.counts.complete + r.counts.incomplete, left);
+            assert!(r.peers.iter().all(|p| p.addr != at(n)), "got itself back");
+        }
+        let c = t.scrape(&[InfoHash([7; 20])]).unwrap()[0].1;
+        assert_eq!((c.complete, c.incomplete), (left / 3, left - left / 3));
+        // Shrinking below the threshold drops the index; peers are still found.
+        for n in (0..total).filter(|n| n % 4 != 0).skip(8) {
+            t.announce(&ann_n(n, 0, Event::Stopped), at(n)).unwrap();
+        }
+        assert_eq!(t.peer_count(), 8);
+        for n in (0..total).filter(|n| n % 4 != 0).take(8) {
+            let r = t.announce(&ann_n(n, 5, Event::None), at(n)).unwrap();
+            assert_eq!(r.counts.complete + r.counts.incomplete, 8);
+        }
+        assert_eq!(t.reap_older_than(Duration::ZERO), 8);
     }
 
     #[test]
