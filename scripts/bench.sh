@@ -22,6 +22,13 @@ unless --write-docs is given.
                                      docs/BENCHMARKS.md (between its markers)
   scripts/bench.sh --profile         only a profile: perf record -g of charlie on a
                                      512 MiB step-2 download (Debian package linux-perf)
+  scripts/bench.sh --bt-tracker      only the BitTorrent tracker: swarmlet tracker beside
+                                     opentracker in one run (UDP and HTTP announces/s
+                                     from 4 and 16 clients, median of 5 repeats, and
+                                     peak RSS with 10,000 swarms of 50 peers), about 5
+                                     minutes; with --write-docs its tables go into
+                                     docs/BENCHMARKS.md (between its own markers);
+                                     with --quick, 2 repeats of 2 s
 
 Options (after --quick, they override it):
   --size N           file size; K, M, G are powers of 2 (default 1G)
@@ -62,10 +69,12 @@ loads=1
 docs=0
 keep=0
 profile=0
+bt_tracker=0
+quick=0
 other_bin=""
 while [ $# -gt 0 ]; do
   case "$1" in
-    --quick) size=256M; chunks=512K; repeat=3; max_repeat=5; iperf_secs=1; anchor_repeat=1
+    --quick) quick=1; size=256M; chunks=512K; repeat=3; max_repeat=5; iperf_secs=1; anchor_repeat=1
              big=0; shift ;;
     --size) size=$2; shift 2 ;;
     --repeat) repeat=$2; shift 2 ;;
@@ -76,6 +85,7 @@ while [ $# -gt 0 ]; do
     --anchor-repeat) anchor_repeat=$2; shift 2 ;;
     --write-docs) docs=1; shift ;;
     --profile) profile=1; shift ;;
+    --bt-tracker) bt_tracker=1; shift ;;
     --keep) keep=1; shift ;;
     --bin) other_bin=$(cd "$2" && pwd); shift 2 ;;
     -h|--help) usage; exit 0 ;;
@@ -113,6 +123,55 @@ need() {
   command -v "$2" >/dev/null 2>&1 ||
     { echo "bench.sh: $2 is missing: apt-get install $1 (as root), then run again" >&2; exit 1; }
 }
+# Replaces what is between the lines $2 and $3 of file $1 (made if missing) with the
+# text in file $4.
+write_between() {
+  local doc=$1 begin=$2 end=$3 text=$4 tmp
+  if [ ! -f "$doc" ]; then printf '# Benchmarks\n' > "$doc"; fi
+  if ! grep -qF -- "$begin" "$doc"; then printf '\n%s\n%s\n' "$begin" "$end" >> "$doc"; fi
+  tmp=$(mktemp)
+  awk -v b="$begin" -v e="$end" -v t="$text" '
+    $0 == b { print; while ((getline l < t) > 0) print l; skip = 1; next }
+    $0 == e { skip = 0 }
+    !skip { print }' "$doc" > "$tmp"
+  cp "$tmp" "$doc"
+  rm -f "$tmp"
+}
+
+# --- The BitTorrent tracker against opentracker (--bt-tracker): its own short run -------
+if [ "$bt_tracker" = 1 ]; then
+  need opentracker opentracker
+  need python3 python3
+  here=$(cd "$(dirname "$0")/.." && pwd)
+  cd "$here"
+  echo "== building swarmlet (release)"
+  cargo build --release --bin swarmlet
+  target=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+  target=${target:-"$here/target"}
+  swarmlet=${other_bin:-"$target/release"}/swarmlet
+  if [ "$quick" = 1 ]; then reps=(--repeat 2 --seconds 2); else reps=(--repeat 5 --seconds 3); fi
+  echo "== swarmlet tracker beside opentracker on 127.0.0.1, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+  tables=$(mktemp)
+  trap 'rm -f "$tables"' EXIT
+  # The script starts both trackers itself, ends them by pid, and prints the tables.
+  {
+    echo "Run of $(date -u '+%Y-%m-%d %H:%M') UTC, $(nproc) cores, load average" \
+      "$(cut -d' ' -f1-3 /proc/loadavg) at the start; \`${swarmlet#"$here"/}\` built with" \
+      "\`cargo build --release\`; opentracker $(dpkg-query -W -f '${Version}' opentracker 2>/dev/null || echo '(version unknown)')."
+    echo
+    python3 "$here/scripts/bench_tracker.py" --swarmlet "$swarmlet" "${reps[@]}"
+  } > "$tables"
+  echo
+  cat "$tables"
+  if [ "$docs" = 1 ]; then
+    write_between "$here/docs/BENCHMARKS.md" '<!-- bench-tracker:begin -->' \
+      '<!-- bench-tracker:end -->' "$tables"
+    echo "== wrote the tracker tables into docs/BENCHMARKS.md"
+  fi
+  exit 0
+fi
+
 if [ "$profile" = 1 ]; then need linux-perf perf; else need iperf3 iperf3; fi
 iperf3=$(command -v iperf3 || echo iperf3)
 
@@ -410,18 +469,8 @@ echo
 echo "$tables"
 cp "$results" "$target/bench-results.txt"
 if [ "$docs" = 1 ]; then
-  doc="$here/docs/BENCHMARKS.md"
-  begin='<!-- bench:begin -->'
-  end='<!-- bench:end -->'
-  if [ ! -f "$doc" ] || ! grep -q "$begin" "$doc"; then
-    printf '# Benchmarks\n\n%s\n%s\n' "$begin" "$end" > "$doc"
-  fi
-  tmp=$(mktemp "$work/doc.XXXXXX")
   printf '%s\n' "$tables" > "$work/tables.md"
-  awk -v b="$begin" -v e="$end" -v t="$work/tables.md" '
-    $0 == b { print; while ((getline l < t) > 0) print l; skip = 1; next }
-    $0 == e { skip = 0 }
-    !skip { print }' "$doc" > "$tmp"
-  cp "$tmp" "$doc"
+  write_between "$here/docs/BENCHMARKS.md" '<!-- bench:begin -->' '<!-- bench:end -->' \
+    "$work/tables.md"
   echo "== wrote docs/BENCHMARKS.md (raw results in target/bench-results.txt)"
 fi

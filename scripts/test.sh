@@ -38,7 +38,7 @@ packages=(
   "mktorrent:mktorrent"                # BitTorrent tests: .torrent files made by others
   "transmission-cli:transmission-create" # BitTorrent interop: Transmission
   "transmission-cli:transmission-show" # BitTorrent interop: Transmission's torrent reader
-  "transmission-cli:transmission-cli"  # bt_transmission: Transmission as seeder and leecher
+  "transmission-cli:transmission-cli"  # bt_transmission, bt_tracker_clients: Transmission
   "aria2:aria2c"                       # BitTorrent interop: aria2
   "opentracker:opentracker"            # BitTorrent tests: a third-party tracker
   "iperf3:iperf3"                      # bench_tools: the loopback ceiling (also scripts/bench.sh)

@@ -13,27 +13,12 @@ use common::{Proc, free_port, require_program};
 
 use common::{pct, start_swarmlet_tracker as start_tracker};
 
-/// One HTTP/1.1 GET; returns the body.
+/// One HTTP/1.1 GET to the tracker on 127.0.0.1:`port`; returns the body.
 fn get(port: u16, target: &str) -> Vec<u8> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    common::http_get(
+        std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, port),
+        target,
     )
-    .unwrap();
-    let mut reply = Vec::new();
-    s.read_to_end(&mut reply).unwrap();
-    let at = reply
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("no header end");
-    assert!(
-        reply.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&reply)
-    );
-    reply[at + 4..].to_vec()
 }
 
 fn announce(port: u16, ih: &[u8; 20], id: u8, peer_port: u16, left: u64, event: &str) -> Vec<u8> {

@@ -501,10 +501,15 @@ pub fn require_program(program: &str, package: &str) -> PathBuf {
 /// `swarmlet tracker` on 127.0.0.1:`port`, logging into a temporary directory (kept
 /// alive by the returned guard), once it listens.
 pub fn start_swarmlet_tracker(port: u16) -> (Proc, tempfile::TempDir) {
+    start_swarmlet_tracker_at(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port))
+}
+
+/// `swarmlet tracker` on `addr` (HTTP and UDP), as [`start_swarmlet_tracker`].
+pub fn start_swarmlet_tracker_at(addr: SocketAddrV4) -> (Proc, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("tracker.log");
     let child = Command::new(bin("swarmlet"))
-        .args(["tracker", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["tracker", "--listen", &addr.to_string()])
         .stdout(Stdio::null())
         .stderr(fs::File::create(&log).unwrap())
         .spawn()
@@ -514,8 +519,31 @@ pub fn start_swarmlet_tracker(port: u16) -> (Proc, tempfile::TempDir) {
         child,
         log,
     };
-    wait_listening(format!("127.0.0.1:{port}").parse().unwrap());
+    wait_listening(addr);
     (p, dir)
+}
+
+/// One HTTP/1.1 GET to `addr`; panics unless it answers 200, returns the body.
+pub fn http_get(addr: SocketAddrV4, target: &str) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).unwrap();
+    let at = reply
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("no header end");
+    assert!(
+        reply.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    reply[at + 4..].to_vec()
 }
 
 /// Every byte percent-encoded, as BitTorrent clients send an infohash or a peer id.

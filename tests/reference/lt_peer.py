@@ -8,10 +8,13 @@
 #                                             complete, 1 after 120 s
 #   lt_peer.py leech TORRENT SAVE_DIR -       the same with the peers the torrent's
 #                                             trackers list (and those that dial it)
-import libtorrent as lt, sys, time
+# LT_PEER_IP=10.x.y.z listens on that address instead (inside a private network
+# namespace only: tests/bt_tracker_clients.rs, where Transmission needs a non-127 peer).
+import libtorrent as lt, os, sys, time
 
 def session():
-    return lt.session({"listen_interfaces": "127.0.0.1:0", "enable_dht": False,
+    ip = os.environ.get("LT_PEER_IP", "127.0.0.1")
+    return lt.session({"listen_interfaces": "%s:0" % ip, "enable_dht": False,
         "enable_lsd": False, "enable_upnp": False, "enable_natpmp": False,
         "enable_outgoing_utp": False, "enable_incoming_utp": False,
         # Every peer of a loopback swarm is 127.0.0.1: by default libtorrent accepts
