@@ -140,12 +140,26 @@ impl ServerArgs {
 
 /// A progress bar over `total` items (chunks), drawn only when stderr is a terminal.
 pub fn count_progress(total: u64, what: &str) -> ProgressBar {
+    counted_progress(
+        total,
+        what,
+        "{msg} [{bar:40}] {pos}/{len} chunks, eta {eta}",
+    )
+}
+
+/// A progress bar over `total` pieces whose message the caller keeps up to date (rates,
+/// peers), drawn only when stderr is a terminal.
+pub fn piece_progress(total: u64) -> ProgressBar {
+    counted_progress(total, "", "[{bar:30}] {percent:>3}% {msg} eta {eta}")
+}
+
+fn counted_progress(total: u64, what: &str, template: &str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
     let pb = ProgressBar::new(total);
     pb.set_style(
-        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} chunks, eta {eta}")
+        ProgressStyle::with_template(template)
             .expect("static template")
             .progress_chars("=> "),
     );

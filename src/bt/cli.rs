@@ -276,6 +276,50 @@ impl crate::download::Verified for HaveBroadcast {
     }
 }
 
+/// How often the progress bar's rates are measured: a second smooths the bursts of one
+/// piece without lagging behind a change of peers.
+const RATE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The progress bar's message: download and upload rates over the last [`RATE_EVERY`],
+/// and the peers connected.
+struct RateMeter {
+    at: std::time::Instant,
+    down: u64,
+    up: u64,
+}
+
+impl RateMeter {
+    fn new(s: &super::peers::Swarm) -> Self {
+        RateMeter {
+            at: std::time::Instant::now(),
+            down: s.downloaded(),
+            up: s.uploaded(),
+        }
+    }
+
+    /// The new message, once per [`RATE_EVERY`].
+    fn tick(&mut self, s: &super::peers::Swarm) -> Option<String> {
+        let secs = self.at.elapsed().as_secs_f64();
+        if secs < RATE_EVERY.as_secs_f64() {
+            return None;
+        }
+        let (down, up) = (s.downloaded(), s.uploaded());
+        let mb = |d: u64| d as f64 / secs / 1e6;
+        let msg = format!(
+            "down {:.1} MB/s, up {:.1} MB/s, {}",
+            mb(down - self.down),
+            mb(up.saturating_sub(self.up)),
+            crate::text::count(s.connections().len(), "peer", "peers"),
+        );
+        *self = RateMeter {
+            at: std::time::Instant::now(),
+            down,
+            up,
+        };
+        Some(msg)
+    }
+}
+
 /// The exit status of a download interrupted by SIGINT/SIGTERM: 128 + SIGINT, as a
 /// shell reports a process a Ctrl-C ended.
 const INTERRUPTED_EXIT: i32 = 130;
@@ -374,7 +418,8 @@ pub fn run_download(args: &DownloadArgs) -> anyhow::Result<()> {
             stall_timeout: Some(STALL_TIMEOUT),
             ..Options::default()
         };
-        let progress = indicatif::ProgressBar::hidden();
+        let progress = crate::cli::piece_progress(plan.len() as u64);
+        let progress_ref = &progress;
         let hook = HaveBroadcast {
             seeder: seeder.clone(),
             counters: counters.clone(),
@@ -382,6 +427,7 @@ pub fn run_download(args: &DownloadArgs) -> anyhow::Result<()> {
         let peers = &args.peers;
         let trackers_ref = &trackers;
         let counters_ref = &counters;
+        let seeder_ref = &*seeder;
         let offer = &tx;
         let extras = Extras {
             on_verified: Some(&hook),
@@ -399,7 +445,11 @@ pub fn run_download(args: &DownloadArgs) -> anyhow::Result<()> {
             |done| {
                 let mut next_offer = std::time::Instant::now();
                 let mut offering = true;
+                let mut rates = RateMeter::new(seeder_ref);
                 while !done.load(Ordering::SeqCst) {
+                    if let Some(msg) = rates.tick(seeder_ref) {
+                        progress_ref.set_message(msg);
+                    }
                     if crate::cli::stop_requested() {
                         if let Some(t) = trackers_ref {
                             t.stop_in_place(STOPPED_GRACE);
@@ -425,6 +475,7 @@ pub fn run_download(args: &DownloadArgs) -> anyhow::Result<()> {
                 }
             },
         );
+        progress.finish_and_clear();
         seeder.download_over();
         match result {
             Ok(r) => Some(r),
