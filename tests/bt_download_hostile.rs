@@ -850,6 +850,23 @@ fn hostile_http_trackers_do_not_stop_the_download() {
     let run = f.download_ok("HTTP tracker with 40,000 peers, no --peer", &t, &[]);
     peak = peak.max(run.hwm_kib);
 
+    // 100 dead peers first, the honest seed last, no --peer: more than the 32 live
+    // peers a download keeps. The first 32 are refused at once; the rest, the honest
+    // seed among them, must still be tried (they used to be forgotten until the next
+    // announce, half an hour later, so the download never started).
+    let (port, _) = http_tracker(10, move |_, s| {
+        let mut peers = dead_peers(100);
+        peers.extend(compact(honest));
+        http_ok(s, &announce_body(&peers));
+    });
+    let t = f.torrent_with_tracker("last.torrent", &format!("http://127.0.0.1:{port}/announce"));
+    let run = f.download_ok(
+        "HTTP tracker listing the honest seed after 100 dead peers, no --peer",
+        &t,
+        &[],
+    );
+    peak = peak.max(run.hwm_kib);
+
     // Our own address first (the port our announce gave), then the honest seed: the
     // download never dials itself and finishes from the tracker's list alone.
     let (port, _) = http_tracker(10, move |head, s| {
