@@ -845,6 +845,16 @@ fn prompt_cases() -> Vec<Case> {
             |_| msg(&req(1, 12_345, 100)),
             Ignored, /* answered: checked specially below */
         ),
+        case(
+            "handshake, interested and a request in one write, before any answer",
+            Fresh,
+            |s| {
+                let mut v = s.handshake().to_vec();
+                v.extend(requests([Message::Interested, req(2, 0, 16_384)]));
+                v
+            },
+            Ignored, /* answered in order: checked specially below */
+        ),
     ]
 }
 
@@ -897,6 +907,33 @@ fn every_hostile_peer_is_dropped_or_ignored_and_honest_leechers_get_the_file() {
                     Message::Piece {
                         index: 1,
                         begin: 12_345,
+                        data: seed.block(&want).to_vec()
+                    }
+                );
+            }
+            // Messages that come before the seed's handshake is even sent are read in
+            // order once it is: the handshake, the bitfield, the unchoke, then the block.
+            "handshake, interested and a request in one write, before any answer" => {
+                let mut s = seed.connect();
+                s.write_all(&(c.send)(&seed)).unwrap();
+                let h = read_handshake(&mut s).unwrap();
+                assert_eq!(h.info_hash, seed.info_hash);
+                assert!(matches!(
+                    read_message(&mut s, &limits).unwrap(),
+                    Message::Bitfield(_)
+                ));
+                assert_eq!(read_message(&mut s, &limits).unwrap(), Message::Unchoke);
+                let want = BlockRequest {
+                    index: 2,
+                    begin: 0,
+                    length: 16_384,
+                };
+                let m = wait_for(&mut s, &limits, |m| matches!(m, Message::Piece { .. }));
+                assert_eq!(
+                    m,
+                    Message::Piece {
+                        index: 2,
+                        begin: 0,
                         data: seed.block(&want).to_vec()
                     }
                 );
