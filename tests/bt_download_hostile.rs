@@ -940,6 +940,64 @@ fn hostile_http_trackers_do_not_stop_the_download() {
     );
     peak = peak.max(run.hwm_kib);
 
+    // The dictionary model (BEP 3's original peer list): entries with a hostname, a path,
+    // an address out of range, port 0, port 70,000, a negative port, no port, and the
+    // honest seed last. The bad entries are skipped, the honest one used (no --peer).
+    let (port, _) = http_tracker(10, move |_, s| {
+        let mut b = b"d8:intervali1800e5:peersl".to_vec();
+        for (ip, port) in [
+            ("tracker.example", "i6881e"),
+            ("../../etc/passwd", "i6881e"),
+            ("999.1.1.1", "i6881e"),
+            ("127.0.0.1", "i0e"),
+            ("127.0.0.1", "i70000e"),
+            ("127.0.0.1", "i-1e"),
+            ("127.0.0.1", "3:abc"),
+        ] {
+            b.extend(format!("d2:ip{}:{ip}4:port{port}e", ip.len()).into_bytes());
+        }
+        b.extend(b"d2:ip9:127.0.0.1e");
+        let h = honest.ip().to_string();
+        b.extend(format!("d2:ip{}:{h}4:porti{}ee", h.len(), honest.port()).into_bytes());
+        b.extend(b"ee");
+        http_ok(s, &b);
+    });
+    let t = f.torrent_with_tracker("dict.torrent", &format!("http://127.0.0.1:{port}/announce"));
+    let run = f.download_ok(
+        "HTTP tracker with broken dictionary-model peers, no --peer",
+        &t,
+        &[],
+    );
+    peak = peak.max(run.hwm_kib);
+
+    // A 200 KB failure reason of terminal escapes and newlines, each followed by a
+    // forged log line: the log gets one warning line, cut, with no line of the
+    // tracker's making and no escape sequence.
+    let (port, _) = http_tracker(10, |_, s| {
+        let reason = b"\x1b[2J\r\n[forged INFO swarmlet] download complete ".repeat(4000);
+        let mut b = format!("d14:failure reason{}:", reason.len()).into_bytes();
+        b.extend(reason);
+        b.push(b'e');
+        http_ok(s, &b);
+    });
+    let t = f.torrent_with_tracker(
+        "reason.torrent",
+        &format!("http://127.0.0.1:{port}/announce"),
+    );
+    let run = f.download_ok("HTTP tracker with a 200 KB failure reason", &t, &[honest]);
+    let longest = run.stderr.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 4096, "a log line of {longest} bytes");
+    assert!(
+        !run.stderr.lines().any(|l| l.starts_with("[forged")),
+        "a log line forged by the tracker:\n{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains('\x1b'),
+        "a terminal escape from the tracker in the log"
+    );
+    peak = peak.max(run.hwm_kib);
+
     // A tracker that accepts and never answers: the announce times out in the background;
     // the download neither waits for it nor hangs on exit.
     let (port, _) = http_tracker(10, |_, s| {
