@@ -50,6 +50,12 @@ const WRITE_TIMEOUT_BOUND: Duration = Duration::from_secs(90);
 /// keeps compiling whatever the connection code's constants are called.
 const MAX_CONNECTIONS: u64 = 50;
 
+/// Threads the seed may run for connections under any flood: one per connection of the
+/// documented cap (docs/SECURITY.md: one thread per connection, 50 at most). A
+/// connection design with more threads per connection, or a slack of connections in
+/// their handshake beyond the cap, states its own figure here.
+const MAX_CONNECTION_THREADS: u64 = MAX_CONNECTIONS;
+
 /// A child killed by its pid on drop.
 struct Killed(Child);
 impl Drop for Killed {
@@ -421,6 +427,10 @@ enum Expect {
     /// The seed ignores what was sent (no block for it) and the stream stays in step: a
     /// valid request on the same connection is answered with the right bytes first.
     Ignored,
+    /// Either of the above, as BEP 3 leaves it to the seed (requests while choked,
+    /// unsolicited blocks, a second bitfield): no block for what was sent, and either the
+    /// connection closes or it stays in step.
+    NoBlock,
 }
 
 /// Where a case starts.
@@ -474,7 +484,7 @@ fn run_case(seed: &Seed, c: &Case) {
             let got = until_closed(&mut s, PROMPT);
             assert_no_block(&got, &limits, c.name);
         }
-        Expect::Ignored => {
+        Expect::Ignored | Expect::NoBlock => {
             if !matches!(c.start, Start::Unchoked) {
                 s.write_all(&msg(&Message::Interested)).unwrap();
             }
@@ -485,9 +495,13 @@ fn run_case(seed: &Seed, c: &Case) {
             };
             s.write_all(&msg(&Message::Request(good))).unwrap();
             loop {
-                match read_message(&mut s, &limits)
-                    .unwrap_or_else(|e| panic!("{}: the seed dropped the peer: {e}", c.name))
-                {
+                let m = match read_message(&mut s, &limits) {
+                    Ok(m) => m,
+                    // Dropped without a block: allowed here.
+                    Err(_) if c.expect == Expect::NoBlock => break,
+                    Err(e) => panic!("{}: the seed dropped the peer: {e}", c.name),
+                };
+                match m {
                     Message::Piece { index, begin, data } => {
                         assert_eq!(
                             (index, begin),
@@ -797,7 +811,7 @@ fn prompt_cases() -> Vec<Case> {
             "requests while choked",
             Handshaken,
             |_| requests((0..20).map(|i| req(i % 5, 0, 16_384))),
-            Ignored,
+            NoBlock,
         ),
         case(
             "interested then not interested, then requests",
@@ -809,7 +823,7 @@ fn prompt_cases() -> Vec<Case> {
                     req(0, 0, 16_384),
                 ])
             },
-            Ignored,
+            NoBlock,
         ),
         case(
             "an unsolicited block of the right size",
@@ -819,7 +833,7 @@ fn prompt_cases() -> Vec<Case> {
                 body.extend(vec![0xAB; 16_384]);
                 raw(9 + 16_384, 7, &body)
             },
-            Ignored,
+            NoBlock,
         ),
         case(
             "a cancel for a block never asked",
@@ -849,7 +863,7 @@ fn prompt_cases() -> Vec<Case> {
             "a valid bitfield, twice",
             Handshaken,
             |_| requests([Message::Bitfield(vec![0xF8]), Message::Bitfield(vec![0x80])]),
-            Ignored,
+            NoBlock,
         ),
         case(
             "choke, unchoke and port from a leecher",
@@ -1252,10 +1266,10 @@ fn floods_keep_the_seed_within_its_connection_cap_and_memory() {
     assert_eq!(answered + refused, 1000);
     assert!((1..=MAX_CONNECTIONS).contains(&held), "{held} held open");
     assert!(
-        peak_threads <= idle + MAX_CONNECTIONS,
+        peak_threads <= idle + MAX_CONNECTION_THREADS,
         "{peak_threads} threads"
     );
-    assert!(during <= idle + MAX_CONNECTIONS);
+    assert!(during <= idle + MAX_CONNECTION_THREADS);
     assert!(
         peak_rss <= rss_bound_kib(base_rss),
         "{peak_rss} KiB resident"
