@@ -27,6 +27,12 @@ use super::swarm::SwarmEvent;
 /// ignored; [`MAX_PEERS`] bounds the live ones.
 pub const MAX_PEER_RECORDS: usize = 1024;
 
+/// Most peers kept waiting for a live slot (offered while [`MAX_PEERS`] were live): a
+/// tracker answers 50 peers or more at once, and when the first 32 are unreachable the
+/// rest must still be tried, not forgotten until the next announce half an hour later.
+/// As many as there may be records; an address and a label each, some 100 KB at most.
+pub const MAX_WAITING: usize = MAX_PEER_RECORDS;
+
 #[derive(Debug)]
 pub(super) struct Piece {
     pub(super) digest: Digest,
@@ -95,6 +101,9 @@ pub(super) struct Coordinator {
     in_flight: Vec<PieceId>,
     /// Peers whose worker must be started (the run loop owns the threads).
     to_start: Vec<PeerId>,
+    /// Peers offered while [`MAX_PEERS`] were live, oldest first (at most
+    /// [`MAX_WAITING`]): each joins when a live peer is dropped.
+    waiting: VecDeque<(PeerInfo, Option<Bitfield>)>,
     /// Whether the live swarm is still open: a piece nobody has then waits.
     live: bool,
     retries: usize,
@@ -145,6 +154,7 @@ impl Coordinator {
             open: 0,
             in_flight: Vec::new(),
             to_start: Vec::new(),
+            waiting: VecDeque::new(),
             live,
             retries: 0,
             rejected: 0,
@@ -277,8 +287,17 @@ impl Coordinator {
             self.learn(p, known);
             return Some(p);
         }
-        if self.peers.len() >= MAX_PEER_RECORDS || self.live_peers() >= MAX_PEERS {
+        if self.peers.len() >= MAX_PEER_RECORDS {
             log::debug!("ignoring peer {info}: enough peers");
+            return None;
+        }
+        if self.live_peers() >= MAX_PEERS {
+            if self.waiting.len() < MAX_WAITING {
+                log::debug!("peer {info} waits for a live slot");
+                self.waiting.push_back((info, has));
+            } else {
+                log::debug!("ignoring peer {info}: enough peers waiting");
+            }
             return None;
         }
         let p = self.peers.len();
@@ -617,6 +636,18 @@ impl Coordinator {
                 // Not a retry: the piece was never fetched from p.
                 self.requeue(id, false);
             }
+        }
+        self.admit_waiting();
+    }
+
+    /// Joins waiting peers while live slots are free (not once the download is over:
+    /// they would only be started to be stopped).
+    fn admit_waiting(&mut self) {
+        while !self.over() && self.live_peers() < MAX_PEERS {
+            let Some((info, has)) = self.waiting.pop_front() else {
+                return;
+            };
+            self.join(info, has);
         }
     }
 

@@ -205,8 +205,17 @@ fn connect_with_retry(
     match ctx.connector.connect(peer) {
         Ok(c) => Ok(c),
         Err(e) => {
+            // A connect can take as long as the protocol's timeouts (BitTorrent: 30 s
+            // waiting for an unchoke that never comes). If the download finished in the
+            // meantime, a second connect would only hold the exit as long again.
+            if ctx.finished.load(Ordering::SeqCst) {
+                return Err(e);
+            }
             log::warn!("cannot connect to {peer}: {e}; retrying once");
             thread::sleep(ctx.opts.reconnect_backoff);
+            if ctx.finished.load(Ordering::SeqCst) {
+                return Err(e);
+            }
             ctx.connector.connect(peer)
         }
     }

@@ -219,10 +219,14 @@ pub fn announce(url: &str, req: &AnnounceRequest) -> Result<AnnounceResponse, An
 }
 
 /// Keeps at most [`MAX_TRACKER_TEXT`] bytes of a tracker's text (a character cut at the
-/// end, or any invalid UTF-8, shows as U+FFFD).
+/// end, or any invalid UTF-8, shows as U+FFFD). Control characters show as U+FFFD too:
+/// the text goes into a log line, where a newline would let the tracker forge log lines
+/// of its own and an escape sequence would reach the user's terminal.
 pub(crate) fn tracker_text(b: &[u8]) -> String {
-    let s = String::from_utf8_lossy(&b[..b.len().min(MAX_TRACKER_TEXT)]);
-    s.into_owned()
+    String::from_utf8_lossy(&b[..b.len().min(MAX_TRACKER_TEXT)])
+        .chars()
+        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+        .collect()
 }
 
 /// A random number for transaction ids and keys, from the standard library's randomly
