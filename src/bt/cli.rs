@@ -416,6 +416,7 @@ pub fn run_download(args: &DownloadArgs) -> anyhow::Result<()> {
         let opts = Options {
             tie_seed: Options::random_seed(),
             stall_timeout: Some(STALL_TIMEOUT),
+            ban_liars: true,
             ..Options::default()
         };
         let progress = crate::cli::piece_progress(plan.len() as u64);

@@ -113,6 +113,7 @@ pub(super) struct Coordinator {
     max_bad: u32,
     tie_seed: u64,
     rejoin_after: Duration,
+    ban_liars: bool,
     last_progress: Instant,
 }
 
@@ -163,6 +164,7 @@ impl Coordinator {
             max_bad: opts.max_bad_chunks,
             tie_seed: opts.tie_seed,
             rejoin_after: opts.rejoin_after,
+            ban_liars: opts.ban_liars,
             last_progress: Instant::now(),
         };
         // A content counts as had when any of its positions verified on disk (a hash
@@ -267,9 +269,12 @@ impl Coordinator {
     pub(super) fn join(&mut self, info: PeerInfo, has: Option<Bitfield>) -> Option<PeerId> {
         if let Some(&p) = self.by_addr.get(&info.addr) {
             let peer = &self.peers[p];
-            let rejoin = peer
-                .dead_at
-                .is_some_and(|t| t.elapsed() >= self.rejoin_after);
+            let banned =
+                self.ban_liars && matches!(peer.report.dropped, Some(PeerFate::BadInARow(..)));
+            let rejoin = !banned
+                && peer
+                    .dead_at
+                    .is_some_and(|t| t.elapsed() >= self.rejoin_after);
             if !rejoin || peer.started || self.live_peers() >= MAX_PEERS {
                 return None;
             }

@@ -57,6 +57,11 @@ pub struct Options {
     /// bring it back: a peer that refused us may have been restarting, but one that
     /// cheated should not be asked again at once.
     pub rejoin_after: Duration,
+    /// Whether a peer dropped for bad pieces ([`Options::max_bad_chunks`] in a row) stays
+    /// out for the rest of the download instead of rejoining after
+    /// [`Options::rejoin_after`]. BitTorrent bans: its pieces are checked against the
+    /// .torrent, so bad ones are lies, not a file that changed on a course peer's disk.
+    pub ban_liars: bool,
     /// With a live swarm, give up when nothing has been verified and nothing is in
     /// flight for this long (`None`: wait for the protocol to close the swarm).
     pub stall_timeout: Option<Duration>,
@@ -71,6 +76,7 @@ impl Default for Options {
             max_bad_chunks: 3,
             tie_seed: 0,
             rejoin_after: Duration::from_secs(30),
+            ban_liars: false,
             stall_timeout: None,
         }
     }

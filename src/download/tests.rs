@@ -614,3 +614,45 @@ fn a_live_swarm_waits_for_peers_that_join_and_learn_more() {
     assert!(matches!(r, Err(DownloadError::Incomplete { .. })), "{r:?}");
     assert!(took < PROMPT);
 }
+
+#[test]
+fn a_liar_rejoins_after_a_while_unless_liars_are_banned() {
+    for ban_liars in [false, true] {
+        let mut s = setup(
+            3,
+            &[&[0], &[], &[]],
+            &[
+                ("liar", (When::Now, What::Garbage), &[]),
+                ("honest", OK, &[]),
+            ],
+        );
+        let later = s.plan.peers.split_off(1);
+        s.plan.peers[0].has = Some(Bitfield::from_bools([true, true, true]));
+        let (liar, honest) = (s.plan.peers[0].info.clone(), later[0].info.clone());
+        let (tx, rx) = swarm::channel();
+        let opts = Options {
+            rejoin_after: Duration::ZERO,
+            ban_liars,
+            ..Options::default()
+        };
+        let (r, _) = thread::scope(|sc| {
+            sc.spawn(|| {
+                // The liar is offered again once it was dropped for its bad pieces, then
+                // the honest peer comes.
+                thread::sleep(Duration::from_millis(300));
+                let all = Bitfield::from_bools([true, true, true]);
+                for info in [liar.clone(), honest.clone()] {
+                    let has = Some(all.clone());
+                    tx.send(SwarmEvent::Join(PeerSpec { info, has })).unwrap();
+                    thread::sleep(Duration::from_millis(300));
+                }
+            });
+            s.run_live(Some(rx), &opts)
+        });
+        let report = r.unwrap();
+        assert!(report.rejected >= 3, "{report:?}");
+        let expected = if ban_liars { 1 } else { 2 };
+        assert_eq!(s.connects(0), expected, "ban_liars {ban_liars}: {report:?}");
+        s.assert_each_verified_once();
+    }
+}
