@@ -19,6 +19,12 @@ pub const MAX_TORRENT_SIZE: u64 = 64 * 1024 * 1024;
 /// Piece lengths must be a multiple of this (the BitTorrent block size).
 pub const BLOCK: u64 = 16 * 1024;
 
+/// Largest piece length accepted: 64 MiB, the most any common client makes (libtorrent
+/// and mktorrent stop there), and what the peer-wire fetch accepts. A piece is held whole
+/// in memory while it is verified (by the recheck, by every download worker), so a
+/// .torrent claiming 2^40-byte pieces must be refused before any buffer is sized.
+pub const MAX_PIECE_LENGTH: u64 = 64 * 1024 * 1024;
+
 /// The SHA-1 of a torrent's bencoded `info` value: the swarm's name.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct InfoHash(pub [u8; 20]);
@@ -100,6 +106,9 @@ pub enum MetainfoError {
     /// `piece length` 0 or not a multiple of 16 KiB.
     #[error("piece length {0} is not a positive multiple of 16 KiB")]
     BadPieceLength(i64),
+    /// `piece length` above [`MAX_PIECE_LENGTH`].
+    #[error("piece length {0} is above the {MAX_PIECE_LENGTH}-byte limit")]
+    PieceTooLong(u64),
     /// `pieces` is not a whole number of 20-byte hashes.
     #[error("pieces is {0} bytes, not a multiple of 20")]
     PiecesNotMultiple(usize),
@@ -253,6 +262,9 @@ impl Metainfo {
             return Err(MetainfoError::BadPieceLength(pl));
         }
         let piece_length = pl as u64;
+        if piece_length > MAX_PIECE_LENGTH {
+            return Err(MetainfoError::PieceTooLong(piece_length));
+        }
         let raw_pieces = info
             .get(b"pieces")
             .ok_or(MetainfoError::Missing("pieces"))?
