@@ -520,6 +520,9 @@ impl<'a> PeerState<'a> {
             .map_err(ReadError::Io)?;
         // Header and block in one write: one syscall, one segment train.
         (&mut &*s).write_all(&self.out).map_err(ReadError::Io)?;
+        // Per block, at trace level only: tests count what a seed served (a piece served
+        // twice to one downloader is a piece it re-fetched).
+        log::trace!("seed: sent block {}:{}+{}", r.index, r.begin, r.length);
         self.last_sent = Instant::now();
         self.blocks_sent += 1;
         self.bytes_sent += u64::from(r.length);
