@@ -669,3 +669,56 @@ fn bvtorrent_client_refuses_unsafe_file_names_from_a_tracker() {
         );
     }
 }
+
+/// Names, comments and tracker URLs holding terminal escapes (colour, a new window
+/// title, a carriage return that overwrites a line): `show` prints them escaped.
+#[test]
+fn show_escapes_control_characters() {
+    let mut info = Bencode::dict();
+    info.insert("name", Bencode::bytes("\x1b[31mred\x1b]0;owned\x07"))
+        .insert("piece length", Bencode::Int(PIECE))
+        .insert("pieces", hashes(1))
+        .insert(
+            "files",
+            files_list(&[(vec![b"ok\rinfohash: 0000".to_vec()], 5)]),
+        );
+    let mut root = Bencode::dict();
+    root.insert("info", info)
+        .insert("comment", Bencode::bytes("\x1b[2J"))
+        .insert("announce", Bencode::bytes("http://x/\x1b[1A"));
+    let sb = Sandbox::new();
+    let t = sb.path("logs/esc.torrent");
+    fs::write(&t, root.encode()).unwrap();
+    let r = run(swarmlet(&sb, &t, "show"), &sb.path("logs"));
+    assert_eq!(r.code, Some(0), "{}", r.summary());
+    assert!(!r.stdout.contains(['\x1b', '\x07', '\r']), "{:?}", r.stdout);
+    assert!(r.stdout.contains("\\u{1b}[31mred"), "{}", r.stdout);
+    // JSON escapes them its own way.
+    let mut c = swarmlet(&sb, &t, "show");
+    c.arg("--json");
+    let r = run(c, &sb.path("logs"));
+    assert!(!r.stdout.contains(['\x1b', '\x07', '\r']), "{:?}", r.stdout);
+}
+
+/// `swarmlet show big.torrent | head -1`: the pipe closes early; show stops quietly.
+#[test]
+fn show_into_a_pipe_closed_early_does_not_panic() {
+    let sb = Sandbox::new();
+    let t = sb.path("logs/many.torrent");
+    fs::write(&t, many_files(20_000)).unwrap();
+    let mut child = swarmlet(&sb, &t, "show")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("name: many"), "{first}");
+    // The read end is dropped: every later write gets EPIPE.
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+}

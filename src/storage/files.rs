@@ -99,8 +99,10 @@ pub const MAX_PATH_BYTES: usize = 3072;
 /// How much of a hostile name an error message shows: enough to recognise it.
 const SHOWN_BYTES: usize = 80;
 
-/// `s` cut to [`SHOWN_BYTES`] (at a character boundary), with `…` when cut.
+/// `s` made printable ([`crate::text::printable`]) and cut to [`SHOWN_BYTES`] (at a
+/// character boundary), with `…` when cut.
 fn shorten(s: &str) -> String {
+    let s = crate::text::printable(s);
     if s.len() <= SHOWN_BYTES {
         return s.to_string();
     }
