@@ -474,6 +474,51 @@ mod tests {
         }
         assert!(!d.path().join("r").exists(), "nothing created");
     }
+
+    #[test]
+    fn refuses_clashing_paths_and_links_but_not_repeated_pads() {
+        let d = tempfile::tempdir().unwrap();
+        let clash = |files| {
+            let layout = Layout::files(files, 4).unwrap();
+            match FilesStore::create(d.path().join("c"), layout) {
+                Err(FilesError::Clash { clash, .. }) => Some(clash),
+                _ => None,
+            }
+        };
+        assert_eq!(
+            clash(vec![f(&["a"], 1, false), f(&["a"], 2, false)]),
+            Some(PathClash::Duplicate)
+        );
+        assert_eq!(
+            clash(vec![f(&["a", "b"], 1, false), f(&["a"], 2, false)]),
+            Some(PathClash::FileAndDirectory)
+        );
+        // BEP 47 pads repeat their names, and are never created.
+        let pads = vec![
+            f(&["a"], 3, false),
+            f(&[".pad", "1"], 1, true),
+            f(&["b"], 3, false),
+            f(&[".pad", "1"], 1, true),
+        ];
+        assert_eq!(clash(pads), None);
+        // A link on the way, or at the file itself, is never followed.
+        let root = d.path().join("l");
+        fs::create_dir_all(root.join("real")).unwrap();
+        std::os::unix::fs::symlink(d.path(), root.join("up")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("x"), root.join("file")).unwrap();
+        for path in [&["up", "x"][..], &["file"], &["real", "..", "up"]] {
+            let layout = Layout::files(vec![f(path, 1, false)], 4).unwrap();
+            let e = FilesStore::create(&root, layout).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    FilesError::Symlink { .. } | FilesError::UnsafePath { .. }
+                ),
+                "{path:?}: {e}"
+            );
+        }
+        assert!(!d.path().join("x").exists());
+    }
 }
 
 #[cfg(test)]
