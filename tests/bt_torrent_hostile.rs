@@ -722,3 +722,53 @@ fn show_into_a_pipe_closed_early_does_not_panic() {
     assert!(!err.contains("panicked"), "{err}");
     assert!(out.status.success(), "{:?}: {err}", out.status);
 }
+
+/// `swarmlet create` makes nothing our own parser would refuse: piece lengths above
+/// 64 MiB (or not a power of two) are refused before anything is read or allocated, and
+/// links and special files in the tree are skipped, never followed.
+#[test]
+fn create_refuses_huge_pieces_and_skips_links() {
+    let sb = Sandbox::new();
+    let tree = sb.path("tree");
+    fs::create_dir(&tree).unwrap();
+    fs::write(tree.join("a"), b"hello").unwrap();
+    symlink(sb.path("outside"), tree.join("out-dir")).unwrap();
+    symlink(sb.path("outside/victim"), tree.join("out-file")).unwrap();
+    let create = |pl: &str, out: &str| {
+        let mut c = Command::new(bin("swarmlet"));
+        c.arg("create")
+            .arg(&tree)
+            .arg("-o")
+            .arg(sb.path(out))
+            .args(["--no-date", "--piece-length", pl]);
+        run(c, &sb.path("logs"))
+    };
+    for pl in ["134217728", "1099511627776", "4611686018427387904", "24576"] {
+        let r = create(pl, "bad.torrent");
+        assert_eq!(r.code, Some(1), "{pl}: {}", r.summary());
+        assert!(
+            r.stderr
+                .lines()
+                .last()
+                .is_some_and(|l| l.starts_with("error: "))
+                && r.stderr.matches("error: ").count() == 1,
+            "{pl}: {}",
+            r.summary()
+        );
+        assert!(r.max_rss_kib < 64 * 1024, "{pl}: {} KiB", r.max_rss_kib);
+        assert!(!sb.path("bad.torrent").exists());
+    }
+    let r = create("16384", "good.torrent");
+    assert_eq!(r.code, Some(0), "{}", r.summary());
+    let mut c = swarmlet(&sb, &sb.path("good.torrent"), "show");
+    c.arg("--json");
+    let r = run(c, &sb.path("logs"));
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let files: Vec<&str> = v["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(files, ["a"], "links are not followed");
+}
