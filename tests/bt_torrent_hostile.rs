@@ -586,12 +586,12 @@ fn refused_with_memory(label: &str, bytes: &[u8], show_ok: bool, says: &str) -> 
     peaks
 }
 
-/// A million files (a 35 MB .torrent) is more bencode values than the decoder builds
-/// (`bt::bencode::Limits::max_items`, 4,000,000): refused by all three, memory bounded.
+/// A million files (a 35 MB .torrent) is more bencode values than a .torrent may hold
+/// (`bt::metainfo::MAX_VALUES`, 1,500,000): refused by all three, memory bounded.
 #[test]
 fn a_million_files_are_refused_within_bounded_memory() {
     let peaks = refused_with_memory("1,000,000 files", &many_files(1_000_000), false, "values");
-    assert!(peaks.iter().all(|&k| k < 512 * 1024), "{peaks:?} KiB");
+    assert!(peaks.iter().all(|&k| k < 256 * 1024), "{peaks:?} KiB");
 }
 
 /// One file more than a download may create (`storage::files::MAX_FILES`): show lists

@@ -16,6 +16,14 @@ use super::bencode::{self, Node};
 /// at 64 KiB pieces), far above real torrents, and bounds what a hostile file costs.
 pub const MAX_TORRENT_SIZE: u64 = 64 * 1024 * 1024;
 
+/// Most bencode values decoded from one .torrent: 1,500,000 holds 100,000 files (the most
+/// a download creates, [`crate::storage::files::MAX_FILES`]) at up to 15 values each
+/// (a files entry is 7: its dictionary, `length`, `path`, their values and one path
+/// component per directory). The decoder's general limit (4,000,000) let a million-file
+/// .torrent build a tree to 364 MiB before it was refused; this one stops it at 160 MiB
+/// (the 35 MB file read included).
+pub const MAX_VALUES: usize = 1_500_000;
+
 /// Piece lengths must be a multiple of this (the BitTorrent block size).
 pub const BLOCK: u64 = 16 * 1024;
 
@@ -234,7 +242,11 @@ impl Metainfo {
         if data.len() as u64 > MAX_TORRENT_SIZE {
             return Err(MetainfoError::TooLarge);
         }
-        let root = bencode::decode(data)?;
+        let limits = bencode::Limits {
+            max_items: MAX_VALUES,
+            ..bencode::Limits::default()
+        };
+        let root = bencode::decode_with(data, limits)?;
         if root.as_dict().is_none() {
             return Err(MetainfoError::NotDict);
         }
