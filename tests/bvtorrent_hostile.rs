@@ -575,3 +575,54 @@ fn requesters_flooding_a_clients_upload_port() {
     let out = s.honest_download("leech", addr);
     eprintln!("afterwards: {out}");
 }
+
+/// A hostile tracker's client list of 2,000 entries, each with a 100,000-chunk mask
+/// (200 MB): the client keeps at most `codec::MAX_LIST_MASK_BYTES` of masks (64 MiB),
+/// reads the rest to stay in step, and asks for the next list as usual.
+#[test]
+fn a_client_list_of_200_mb_costs_the_client_at_most_its_mask_budget() {
+    const N: usize = 100_000;
+    const ENTRIES: usize = 2_000;
+    let dir = tempfile::tempdir().unwrap();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let tracker = l.local_addr().unwrap();
+    let mut c = Command::new(bin("bvtorrent-client"));
+    c.arg("--dir")
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0"])
+        .arg(tracker.to_string());
+    let client = spawn("client", c, dir.path().join("client.log"));
+    let (s, _) = l.accept().unwrap();
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut w = &s;
+    // A descriptor of N one-byte chunks, all zero but the last: the file the client
+    // creates is all zeros, so it has every chunk but one and asks for the list.
+    let digest = |b: u8| swarmlet::digest::Digest::of(swarmlet::bv::codec::ALGO, &[b]).to_hex();
+    let (zero, one) = (digest(0), digest(1));
+    let mut d = format!("big\n1\n{N}\n").into_bytes();
+    for i in 0..N {
+        let h = if i + 1 == N { &one } else { &zero };
+        d.extend_from_slice(format!("1,{h}\n").as_bytes());
+    }
+    w.write_all(&d).unwrap();
+    let mut r = BufReader::new(&s);
+    let mut line = Vec::new();
+    r.read_until(b'\n', &mut line).unwrap(); // the registration
+    let base = rss_mib(client.pid());
+    let mut cmd = [0u8; 12];
+    r.read_exact(&mut cmd).unwrap();
+    assert_eq!(&cmd, b"CLIENT_LIST\n");
+    let entry = format!("127.0.0.1:1,{}\n", "1".repeat(N)).into_bytes();
+    w.write_all(format!("{ENTRIES}\n").as_bytes()).unwrap();
+    for _ in 0..ENTRIES {
+        w.write_all(&entry).unwrap();
+    }
+    // The next request proves the whole list was read.
+    r.read_exact(&mut cmd).unwrap();
+    let peak = rss_mib(client.pid());
+    eprintln!(
+        "a {} MB client list: client peak {peak} MiB (before it: {base} MiB)",
+        ENTRIES * entry.len() / 1_000_000
+    );
+    assert!(peak < 160, "client peak {peak} MiB");
+}
