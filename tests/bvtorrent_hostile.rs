@@ -626,3 +626,114 @@ fn a_client_list_of_200_mb_costs_the_client_at_most_its_mask_budget() {
     );
     assert!(peak < 160, "client peak {peak} MiB");
 }
+
+/// Sets a socket's receive buffer small, so that a member that never reads makes the
+/// tracker's writes block at once (the kernel would otherwise absorb megabytes).
+fn small_receive_buffer(s: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let size: libc::c_int = 4096;
+    // SAFETY: setsockopt on an open socket with a pointer to a local c_int.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+}
+
+/// 990 members of a 1,024-chunk swarm ask for client lists (1 MB each) five times and
+/// never read them. The list is encoded once and shared while the swarm is unchanged
+/// (and new ones stop at `bv::tracker::MAX_LIST_BYTES_ALIVE`): the tracker's memory
+/// stays bounded (it reached 1 GB before), and once the liars are gone an honest member
+/// downloads.
+#[test]
+fn members_that_ask_for_lists_and_never_read_them() {
+    common::raise_fd_limit(8192);
+    const MEMBERS: usize = 990;
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(1024 * 1024, 26);
+    for d in ["tracker", "seed", "leech"] {
+        std::fs::create_dir(dir.path().join(d)).unwrap();
+    }
+    std::fs::write(dir.path().join("tracker/f"), &data).unwrap();
+    std::fs::write(dir.path().join("seed/f"), &data).unwrap();
+    let port = free_port();
+    let mut c = Command::new(bin("bvtorrent-tracker"));
+    c.args([
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--chunk-size",
+        "1024",
+    ])
+    .arg(dir.path().join("tracker/f"))
+    .env("RUST_LOG", "error");
+    let tracker = spawn("tracker", c, dir.path().join("tracker.log"));
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    common::wait_listening(format!("127.0.0.1:{port}").parse().unwrap());
+    let base = threads(tracker.pid());
+    let mask = |k: usize| {
+        let mut m = vec![b'0'; 1024];
+        m[k % 1024] = b'1';
+        m
+    };
+    let mut members = Vec::new();
+    for k in 0..MEMBERS {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut r = BufReader::new(s);
+        swarmlet::bv::codec::Descriptor::read(&mut r).unwrap();
+        // After the descriptor: a 4 KiB window for it costs a delayed ACK per segment.
+        small_receive_buffer(r.get_ref());
+        let mut line = format!("{},", 30_000 + k).into_bytes();
+        line.extend_from_slice(&mask(k));
+        line.push(b'\n');
+        r.get_mut().write_all(&line).unwrap();
+        members.push(r);
+    }
+    let rss = |what: &str| {
+        let mib = rss_mib(tracker.pid());
+        eprintln!(
+            "{MEMBERS} members asking, {what}: tracker peak {mib} MiB, {} threads",
+            threads(tracker.pid())
+        );
+        mib
+    };
+    // 1. The swarm does not change: every member shares one 1 MB list.
+    for r in &mut members {
+        let _ = r.get_mut().write_all(&b"CLIENT_LIST\n".repeat(5));
+    }
+    thread::sleep(Duration::from_secs(2));
+    let shared = rss("the swarm unchanged");
+    assert!(shared < 64, "{shared} MiB");
+    for r in &members {
+        let _ = r.get_ref().shutdown(Shutdown::Both);
+    }
+    drop(members);
+    let left = settle_threads(tracker.pid(), base);
+    assert_eq!(left, base, "threads back");
+    // An honest seed and leecher afterwards.
+    let client = |d: &str, done: bool| {
+        let mut c = Command::new(bin("bvtorrent-client"));
+        c.arg("--dir")
+            .arg(dir.path().join(d))
+            .args(["--listen", "127.0.0.1:0"])
+            .arg(addr.to_string());
+        if done {
+            c.arg("--exit-when-done");
+        }
+        spawn(d, c, dir.path().join(format!("{d}.log")))
+    };
+    let _seed = client("seed", false);
+    let mut leech = client("leech", true);
+    let st = leech.wait_timeout(LIMIT);
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "{st:?}\n{}",
+        leech.log_text()
+    );
+    assert!(std::fs::read(dir.path().join("leech/f")).unwrap() == data);
+}
