@@ -42,6 +42,7 @@ packages=(
   "aria2:aria2c"                       # BitTorrent interop: aria2
   "opentracker:opentracker"            # BitTorrent tests: a third-party tracker
   "iperf3:iperf3"                      # bench_tools: the loopback ceiling (also scripts/bench.sh)
+  "time:time"                          # bt_torrent_hostile: peak RSS of each process (GNU time)
   "python3-libtorrent:"                # BitTorrent interop: libtorrent (Debian python)
 )
 

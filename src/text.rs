@@ -1,4 +1,5 @@
-//! Words for people: a count with its noun in the right number ("1 attempt", "2 attempts").
+//! Words for people: a count with its noun in the right number ("1 attempt", "2 attempts"),
+//! and text from a .torrent or a tracker made safe to print.
 
 use std::fmt;
 
@@ -36,5 +37,35 @@ mod tests {
         assert_eq!(count(1u32, "attempt", "attempts").to_string(), "1 attempt");
         assert_eq!(count(2usize, "try", "tries").to_string(), "2 tries");
         assert_eq!(count(1usize, "try", "tries").to_string(), "1 try");
+    }
+}
+
+/// `s` with every control character (ESC, BEL, CR, newline ...) written as a `\u{..}`
+/// escape, so that a hostile name cannot move the cursor, retitle the terminal or fake
+/// lines of output.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return s.into();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
+}
+
+#[cfg(test)]
+mod printable_tests {
+    use super::printable;
+
+    #[test]
+    fn control_characters_are_escaped_and_the_rest_kept() {
+        assert_eq!(printable("plain é 名"), "plain é 名");
+        assert_eq!(printable("\x1b[31mred\x07\n"), "\\u{1b}[31mred\\u{7}\\u{a}");
     }
 }

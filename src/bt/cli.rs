@@ -36,7 +36,25 @@ pub fn run_show(args: &ShowArgs) -> anyhow::Result<()> {
         .iter()
         .map(|f| serde_json::json!({"path": f.display_path(), "length": f.length, "pad": f.pad}))
         .collect();
-    if args.json {
+    // The output may be a pipe closed early (`| head`): stop quietly, never panic.
+    let out = std::io::BufWriter::new(std::io::stdout().lock());
+    match show_to(out, &m, files, args.json) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
+}
+
+/// Writes what `show` prints. Every text from the .torrent goes through
+/// [`printable`](crate::text::printable):
+/// a name may hold terminal escape sequences.
+fn show_to(
+    mut o: impl std::io::Write,
+    m: &super::metainfo::Metainfo,
+    files: Vec<serde_json::Value>,
+    json: bool,
+) -> std::io::Result<()> {
+    if json {
+        // serde_json escapes every control character.
         let v = serde_json::json!({
             "name": m.name_lossy(),
             "infohash": m.info_hash.to_string(),
@@ -53,45 +71,51 @@ pub fn run_show(args: &ShowArgs) -> anyhow::Result<()> {
             "hybrid": m.hybrid,
             "magnet": m.magnet(),
         });
-        println!("{v}");
-        return Ok(());
+        return writeln!(o, "{v}");
     }
-    println!("name: {}", m.name_lossy());
-    println!("infohash: {}", m.info_hash);
-    println!("size: {} bytes", m.total_length());
-    println!("piece length: {}", m.piece_length);
-    println!("pieces: {}", m.pieces.len());
-    println!("private: {}", if m.private { "yes" } else { "no" });
+    writeln!(o, "name: {}", crate::text::printable(&m.name_lossy()))?;
+    writeln!(o, "infohash: {}", m.info_hash)?;
+    writeln!(o, "size: {} bytes", m.total_length())?;
+    writeln!(o, "piece length: {}", m.piece_length)?;
+    writeln!(o, "pieces: {}", m.pieces.len())?;
+    writeln!(o, "private: {}", if m.private { "yes" } else { "no" })?;
     if let Some(c) = &m.comment {
-        println!("comment: {c}");
+        writeln!(o, "comment: {}", crate::text::printable(c))?;
     }
     if let Some(c) = &m.created_by {
-        println!("created by: {c}");
+        writeln!(o, "created by: {}", crate::text::printable(c))?;
     }
     if let Some(d) = m.creation_date {
-        println!("creation date: {d}");
+        writeln!(o, "creation date: {d}")?;
     }
     for (i, tier) in m.trackers.iter().enumerate() {
-        println!("tier {}: {}", i + 1, tier.join(" "));
+        writeln!(
+            o,
+            "tier {}: {}",
+            i + 1,
+            crate::text::printable(&tier.join(" "))
+        )?;
     }
     for u in &m.url_list {
-        println!("web seed: {u}");
+        writeln!(o, "web seed: {}", crate::text::printable(u))?;
     }
-    println!("files:");
+    writeln!(o, "files:")?;
     for f in &m.files {
         let shown = if m.multi_file {
             format!("{}/{}", m.name_lossy(), f.display_path())
         } else {
             f.display_path()
         };
-        println!(
-            "  {shown} ({} bytes){}",
+        writeln!(
+            o,
+            "  {} ({} bytes){}",
+            crate::text::printable(&shown),
             f.length,
             if f.pad { " [pad]" } else { "" }
-        );
+        )?;
     }
-    println!("magnet: {}", m.magnet());
-    Ok(())
+    writeln!(o, "magnet: {}", m.magnet())?;
+    o.flush()
 }
 
 /// `swarmlet seed`: serve a complete torrent's data to peers that connect.
@@ -500,8 +524,9 @@ pub fn run_download(args: &DownloadArgs) -> anyhow::Result<()> {
         None => (0, 0.0, 0, 0, have.count()),
     };
     println!(
-        "{name}: downloaded {bytes} bytes in {secs:.2} s ({:.1} MB/s) from {peers_used} peers; \
+        "{}: downloaded {bytes} bytes in {secs:.2} s ({:.1} MB/s) from {peers_used} peers; \
          uploaded {} bytes; {resumed} pieces resumed, {refetched} re-fetched",
+        crate::text::printable(&name),
         bytes as f64 / secs.max(1e-9) / 1e6,
         seeder.uploaded(),
     );

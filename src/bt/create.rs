@@ -13,7 +13,7 @@ use anyhow::Context;
 use sha1::{Digest, Sha1};
 
 use super::bencode::Bencode;
-use super::metainfo::{BLOCK, InfoHash};
+use super::metainfo::{BLOCK, InfoHash, MAX_PIECE_LENGTH};
 
 /// Pieces read ahead per core: two keeps every core busy while bounding memory.
 const PIECES_PER_CORE: usize = 2;
@@ -119,9 +119,11 @@ pub fn create(args: &CreateArgs) -> anyhow::Result<Created> {
     let total: u64 = files.iter().map(|f| f.2).sum();
     let piece_length = match args.piece_length {
         Some(p) => {
+            // The upper bound is what `Metainfo::parse` accepts; a piece is held whole
+            // while hashed, so 2^40 would also be 1 TiB of memory here.
             anyhow::ensure!(
-                p >= BLOCK && p.is_power_of_two(),
-                "piece length {p} is not a power of two of at least 16 KiB"
+                (BLOCK..=MAX_PIECE_LENGTH).contains(&p) && p.is_power_of_two(),
+                "piece length {p} is not a power of two from 16 KiB to 64 MiB"
             );
             p
         }

@@ -410,7 +410,7 @@ impl PeerConnection {
         }
         // A piece is at most what the .torrent says; 64 MiB is the largest piece length
         // clients make, and bounds the buffer whatever the caller passes.
-        if piece_len == 0 || piece_len > 64 << 20 {
+        if piece_len == 0 || piece_len > super::metainfo::MAX_PIECE_LENGTH {
             return Err(protocol(PeerError::PieceTooLong {
                 index,
                 len: piece_len,

@@ -16,8 +16,22 @@ use super::bencode::{self, Node};
 /// at 64 KiB pieces), far above real torrents, and bounds what a hostile file costs.
 pub const MAX_TORRENT_SIZE: u64 = 64 * 1024 * 1024;
 
+/// Most bencode values decoded from one .torrent: 1,500,000 holds 100,000 files (the most
+/// a download creates, [`crate::storage::files::MAX_FILES`]) at up to 15 values each
+/// (a files entry is 7: its dictionary, `length`, `path`, their values and one path
+/// component per directory). The decoder's general limit (4,000,000) let a million-file
+/// .torrent build a tree to 364 MiB before it was refused; this one stops it at 160 MiB
+/// (the 35 MB file read included).
+pub const MAX_VALUES: usize = 1_500_000;
+
 /// Piece lengths must be a multiple of this (the BitTorrent block size).
 pub const BLOCK: u64 = 16 * 1024;
+
+/// Largest piece length accepted: 64 MiB, the most any common client makes (libtorrent
+/// and mktorrent stop there), and what the peer-wire fetch accepts. A piece is held whole
+/// in memory while it is verified (by the recheck, by every download worker), so a
+/// .torrent claiming 2^40-byte pieces must be refused before any buffer is sized.
+pub const MAX_PIECE_LENGTH: u64 = 64 * 1024 * 1024;
 
 /// The SHA-1 of a torrent's bencoded `info` value: the swarm's name.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -100,6 +114,9 @@ pub enum MetainfoError {
     /// `piece length` 0 or not a multiple of 16 KiB.
     #[error("piece length {0} is not a positive multiple of 16 KiB")]
     BadPieceLength(i64),
+    /// `piece length` above [`MAX_PIECE_LENGTH`].
+    #[error("piece length {0} is above the {MAX_PIECE_LENGTH}-byte limit")]
+    PieceTooLong(u64),
     /// `pieces` is not a whole number of 20-byte hashes.
     #[error("pieces is {0} bytes, not a multiple of 20")]
     PiecesNotMultiple(usize),
@@ -225,7 +242,11 @@ impl Metainfo {
         if data.len() as u64 > MAX_TORRENT_SIZE {
             return Err(MetainfoError::TooLarge);
         }
-        let root = bencode::decode(data)?;
+        let limits = bencode::Limits {
+            max_items: MAX_VALUES,
+            ..bencode::Limits::default()
+        };
+        let root = bencode::decode_with(data, limits)?;
         if root.as_dict().is_none() {
             return Err(MetainfoError::NotDict);
         }
@@ -253,6 +274,9 @@ impl Metainfo {
             return Err(MetainfoError::BadPieceLength(pl));
         }
         let piece_length = pl as u64;
+        if piece_length > MAX_PIECE_LENGTH {
+            return Err(MetainfoError::PieceTooLong(piece_length));
+        }
         let raw_pieces = info
             .get(b"pieces")
             .ok_or(MetainfoError::Missing("pieces"))?

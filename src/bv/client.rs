@@ -142,7 +142,7 @@ impl Summary {
         format!(
             "{} {}: {} bytes, {} chunks ({} already on disk, {} downloaded, {} rejected), {} uploaded",
             if self.complete { "done" } else { "stopped" },
-            self.name,
+            crate::text::printable(&self.name),
             self.total_bytes,
             self.chunks,
             self.resumed,

@@ -355,17 +355,40 @@ pub fn encode_client_list<'a>(entries: impl ExactSizeIterator<Item = &'a ClientE
     out
 }
 
+/// Most mask bytes kept from one client list. The entry count and the mask length are
+/// each bounded, but not their product: 10,000 entries of a 1,000,000-chunk file are
+/// 10 GB of masks a hostile tracker could make a client hold. 64 MiB keeps 64 holders of
+/// the largest file, or all 10,000 of a 6,700-chunk (6.5 GiB at 1 MiB) one; the entries
+/// past it are read (the stream stays in step) and dropped, and the next list may
+/// bring others.
+pub const MAX_LIST_MASK_BYTES: usize = 64 * 1024 * 1024;
+
 /// Reads a client list for a file of `n` chunks. Entries with a bad mask are dropped
-/// (skipped, not fatal): one broken entry must not hide the other holders.
+/// (skipped, not fatal): one broken entry must not hide the other holders. So are entries
+/// past [`MAX_LIST_MASK_BYTES`] of masks.
 pub fn read_client_list(r: &mut impl BufRead, n: usize) -> Result<Vec<ClientEntry>, CodecError> {
+    read_client_list_within(r, n, MAX_LIST_MASK_BYTES)
+}
+
+/// [`read_client_list`] keeping at most `budget` bytes of masks.
+pub fn read_client_list_within(
+    r: &mut impl BufRead,
+    n: usize,
+    budget: usize,
+) -> Result<Vec<ClientEntry>, CodecError> {
     let count = parse_u64(&read_line(r, MAX_SHORT_LINE)?)?;
     if count > MAX_CLIENTS_LISTED as u64 {
         return Err(CodecError::TooMany(count));
     }
     let mut out = Vec::new();
+    let mut kept = 0usize;
     for _ in 0..count {
         let line = read_line(r, n + 80)?;
+        if kept + n > budget {
+            continue;
+        }
         if let Some(e) = parse_client_line(&line, n) {
+            kept += e.mask.len();
             out.push(e);
         }
     }
@@ -473,6 +496,15 @@ mod tests {
         assert!(parse_registration(b"70000,101", 3).is_err());
         assert_eq!(Command::parse(b"CLIENT_LIST\n"), Some(Command::ClientList));
         assert_eq!(Command::parse(b"DISCONNECT\n\n"), None);
+    }
+
+    #[test]
+    fn client_list_masks_are_kept_within_the_budget_and_the_stream_stays_in_step() {
+        let bytes = b"3\n127.0.0.1:5,01\n127.0.0.1:6,11\n127.0.0.1:7,10\nNEXT";
+        let mut r = &bytes[..];
+        let l = read_client_list_within(&mut r, 2, 4).unwrap();
+        assert_eq!(l.iter().map(|e| e.port).collect::<Vec<_>>(), vec![5, 6]);
+        assert_eq!(r, b"NEXT");
     }
 
     #[test]

@@ -4,9 +4,9 @@
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::codec::{self, ClientEntry, Command, Descriptor};
 use crate::server::{Connection, Handler, Limits};
@@ -20,6 +20,19 @@ pub const BEGUN_TIMEOUT: Duration = Duration::from_secs(10);
 /// member; 1,000 covers any classroom swarm while bounding threads (1,000 × 256 KiB stacks
 /// of address space) and the client list's size.
 pub const MAX_CLIENTS: usize = 1000;
+
+/// Most bytes of encoded client lists alive at once, all members together. A list is
+/// members × (chunks + ~25) bytes (1 MB for 1,000 members of a 1 GiB file in 1 MiB
+/// chunks), and a member that asks and never reads holds its reply for the write timeout:
+/// 990 such members once took the tracker to 1 GB. Lists are encoded once per change of
+/// the swarm and shared by every member that asks meanwhile; a new one is encoded only
+/// while the lists alive stay under this, otherwise the asker waits (up to
+/// [`BEGUN_TIMEOUT`], then its session ends). 64 MiB is 64 versions of that 1 MB list.
+pub const MAX_LIST_BYTES_ALIVE: usize = 64 * 1024 * 1024;
+
+/// How often a member waiting for list memory looks again: a blocked reply frees its
+/// bytes when its write ends, and 10 ms is nothing next to the 10 s it may wait.
+const LIST_WAIT_POLL: Duration = Duration::from_millis(10);
 
 /// The server limits of the tracker: no idle timeout (see [`BEGUN_TIMEOUT`]).
 pub fn limits() -> Limits {
@@ -38,12 +51,34 @@ struct Member {
     owner: u64,
 }
 
+/// An encoded client list, shared by the members that asked while it was current; its
+/// bytes count against [`MAX_LIST_BYTES_ALIVE`] until the last of them is done with it.
+struct ListReply {
+    bytes: Vec<u8>,
+    alive: Arc<AtomicUsize>,
+}
+
+impl Drop for ListReply {
+    fn drop(&mut self) {
+        self.alive.fetch_sub(self.bytes.len(), Ordering::SeqCst);
+    }
+}
+
+/// The members and the list encoded from them (dropped at every change).
+#[derive(Default)]
+struct Swarm {
+    members: Vec<Member>,
+    list: Option<Arc<ListReply>>,
+}
+
 /// The tracker's state, shared by all connection threads.
 pub struct TrackerService {
     descriptor: Vec<u8>,
     chunks: usize,
-    members: Mutex<Vec<Member>>,
+    swarm: Mutex<Swarm>,
     next_owner: AtomicU64,
+    /// Bytes of [`ListReply`]s alive.
+    list_bytes: Arc<AtomicUsize>,
 }
 
 /// Why a session ended (logged, never sent).
@@ -58,6 +93,9 @@ pub enum SessionEnd {
     /// A 12-byte block that is no command (e.g. `DISCONNECT\n` and more).
     #[error("unknown command {0:?}")]
     UnknownCommand(String),
+    /// Client lists alive filled [`MAX_LIST_BYTES_ALIVE`] for [`BEGUN_TIMEOUT`].
+    #[error("no memory for a client list within {BEGUN_TIMEOUT:?}")]
+    ListsBusy,
 }
 
 impl TrackerService {
@@ -66,13 +104,58 @@ impl TrackerService {
         TrackerService {
             descriptor: desc.encode(),
             chunks: desc.chunks.len(),
-            members: Mutex::new(Vec::new()),
+            swarm: Mutex::new(Swarm::default()),
             next_owner: AtomicU64::new(0),
+            list_bytes: Arc::new(AtomicUsize::new(0)),
         }
     }
 
-    fn members(&self) -> std::sync::MutexGuard<'_, Vec<Member>> {
-        self.members.lock().unwrap_or_else(|e| e.into_inner())
+    fn swarm(&self) -> std::sync::MutexGuard<'_, Swarm> {
+        self.swarm.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes the members (and so drops the encoded list).
+    fn change<T>(&self, f: impl FnOnce(&mut Vec<Member>) -> T) -> T {
+        let mut s = self.swarm();
+        s.list = None;
+        f(&mut s.members)
+    }
+
+    /// The current client list, encoded once per change of the swarm; see
+    /// [`MAX_LIST_BYTES_ALIVE`].
+    fn client_list(&self) -> Result<Arc<ListReply>, SessionEnd> {
+        let end = Instant::now() + BEGUN_TIMEOUT;
+        loop {
+            {
+                let mut s = self.swarm();
+                if let Some(l) = &s.list {
+                    return Ok(l.clone());
+                }
+                let len: usize = s.members.iter().map(|m| m.entry.mask.len() + 64).sum();
+                let alive = self.list_bytes.load(Ordering::SeqCst);
+                // Always room for one list, however large.
+                if alive == 0 || alive + len <= MAX_LIST_BYTES_ALIVE {
+                    let bytes = codec::encode_client_list(
+                        s.members
+                            .iter()
+                            .map(|x| &x.entry)
+                            .collect::<Vec<_>>()
+                            .into_iter(),
+                    );
+                    self.list_bytes.fetch_add(bytes.len(), Ordering::SeqCst);
+                    let l = Arc::new(ListReply {
+                        bytes,
+                        alive: self.list_bytes.clone(),
+                    });
+                    s.list = Some(l.clone());
+                    return Ok(l);
+                }
+            }
+            if Instant::now() >= end {
+                return Err(SessionEnd::ListsBusy);
+            }
+            std::thread::sleep(LIST_WAIT_POLL);
+        }
     }
 
     fn session(&self, conn: &Connection, owner: u64) -> Result<(), SessionEnd> {
@@ -82,8 +165,7 @@ impl TrackerService {
         let line = r.line(self.chunks + 8)?;
         let (port, mask) = codec::parse_registration(&line, self.chunks)?;
         let ip = conn.peer.ip().to_string();
-        {
-            let mut m = self.members();
+        self.change(|m| {
             m.retain(|x| !(x.entry.ip == ip && x.entry.port == port));
             m.push(Member {
                 entry: ClientEntry {
@@ -93,25 +175,22 @@ impl TrackerService {
                 },
                 owner,
             });
-        }
+        });
         log::info!("bv-tracker: registered {ip}:{port} from {}", conn.peer);
         loop {
             let block = r.exact(codec::COMMAND_LEN)?;
             match Command::parse(&block) {
                 Some(Command::UpdateMask) => {
                     let mask = parse_mask_update(r.exact(self.chunks + 1)?, self.chunks)?;
-                    if let Some(x) = self.members().iter_mut().find(|x| x.owner == owner) {
-                        x.entry.mask = mask;
-                    }
+                    self.change(|m| {
+                        if let Some(x) = m.iter_mut().find(|x| x.owner == owner) {
+                            x.entry.mask = mask;
+                        }
+                    });
                 }
                 Some(Command::ClientList) => {
-                    let reply = {
-                        let m = self.members();
-                        codec::encode_client_list(
-                            m.iter().map(|x| &x.entry).collect::<Vec<_>>().into_iter(),
-                        )
-                    };
-                    out.write_all(&reply)?;
+                    let reply = self.client_list()?;
+                    out.write_all(&reply.bytes)?;
                 }
                 Some(Command::Disconnect) => return Ok(()),
                 None => {
@@ -139,7 +218,7 @@ impl Handler for TrackerService {
     fn handle(&self, conn: Connection) -> io::Result<()> {
         let owner = self.next_owner.fetch_add(1, Ordering::Relaxed);
         let res = self.session(&conn, owner);
-        self.members().retain(|x| x.owner != owner);
+        self.change(|m| m.retain(|x| x.owner != owner));
         match res {
             Ok(()) => Ok(()),
             Err(SessionEnd::Io(e)) => Err(e),

@@ -37,6 +37,28 @@ pub enum FilesError {
         /// What is wrong with it.
         why: UnsafeComponent,
     },
+    /// Two files at one path (after names that are not UTF-8 are made lossy), or a file
+    /// at a path another file needs as a directory: one would overwrite the other's
+    /// pieces, and the download could never verify.
+    #[error("file {file}: {path} is {clash}")]
+    Clash {
+        /// Index of the later file in the layout.
+        file: usize,
+        /// Its path under the root, shortened for display.
+        path: String,
+        /// How it clashes.
+        clash: PathClash,
+    },
+    /// A file or directory on the way is a symbolic link already on disk: following it
+    /// could write outside the root.
+    #[error("refusing to follow the symbolic link {path}")]
+    Symlink {
+        /// The link, shortened for display.
+        path: String,
+    },
+    /// More files than [`MAX_FILES`].
+    #[error("{0} files: more than the {MAX_FILES} a download may create")]
+    TooManyFiles(usize),
     /// Creating a file or directory failed.
     #[error("cannot create {path}: {source}")]
     Create {
@@ -45,6 +67,50 @@ pub enum FilesError {
         /// The I/O error.
         source: io::Error,
     },
+}
+
+/// How two files of a layout clash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathClash {
+    /// The same path as an earlier file.
+    #[error("listed twice")]
+    Duplicate,
+    /// A file's path is a directory of another file's path (`a` and `a/b`).
+    #[error("both a file and a directory")]
+    FileAndDirectory,
+}
+
+/// Most files a store creates. Every file costs an inode, an `open` and a `set_len` when
+/// the store is made, and about 200 bytes of paths in memory for the whole run: a
+/// hostile .torrent of millions of empty files would fill the disk's inode table and
+/// take minutes before a single piece is fetched. 100,000 is several times the largest
+/// real torrents (software archives of tens of thousands of files); libtorrent's default
+/// limit of 3,000,000 bencode tokens stops near 500,000.
+pub const MAX_FILES: usize = 100_000;
+
+/// Longest path component: `NAME_MAX` of every common filesystem. A longer one cannot be
+/// created anyway, and refusing it first keeps the error to one short line.
+pub const MAX_COMPONENT_BYTES: usize = 255;
+
+/// Longest path under the root, components and separators: Linux's `PATH_MAX` (4096)
+/// less room for the root itself.
+pub const MAX_PATH_BYTES: usize = 3072;
+
+/// How much of a hostile name an error message shows: enough to recognise it.
+const SHOWN_BYTES: usize = 80;
+
+/// `s` made printable ([`crate::text::printable`]) and cut to [`SHOWN_BYTES`] (at a
+/// character boundary), with `…` when cut.
+fn shorten(s: &str) -> String {
+    let s = crate::text::printable(s);
+    if s.len() <= SHOWN_BYTES {
+        return s.to_string();
+    }
+    let mut end = SHOWN_BYTES;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
 }
 
 /// What makes a path component unsafe.
@@ -62,12 +128,20 @@ pub enum UnsafeComponent {
     /// Holds `/`, `\` or NUL (a separator, or a name the OS cannot take).
     #[error("holds a separator or NUL")]
     Separator,
+    /// Longer than [`MAX_COMPONENT_BYTES`].
+    #[error("longer than {MAX_COMPONENT_BYTES} bytes")]
+    TooLong,
+    /// The whole path is longer than [`MAX_PATH_BYTES`].
+    #[error("the path is longer than {MAX_PATH_BYTES} bytes")]
+    PathTooLong,
 }
 
 /// Checks one path component: not empty, not `.` or `..`, no `/`, `\` or NUL (which also
-/// rules out absolute paths).
+/// rules out absolute paths), at most [`MAX_COMPONENT_BYTES`].
 pub fn check_component(c: &str) -> Result<(), UnsafeComponent> {
-    if c.is_empty() {
+    if c.len() > MAX_COMPONENT_BYTES {
+        Err(UnsafeComponent::TooLong)
+    } else if c.is_empty() {
         Err(UnsafeComponent::Empty)
     } else if c == "." || c == ".." {
         Err(UnsafeComponent::Dot)
@@ -96,6 +170,10 @@ impl FilesStore {
     /// lengths; an existing file keeps its content and is cut or extended to its length).
     pub fn create(root: impl Into<PathBuf>, layout: Layout) -> Result<Self, FilesError> {
         let root = root.into();
+        let stored = layout.file_entries().iter().filter(|f| !f.pad).count();
+        if stored > MAX_FILES {
+            return Err(FilesError::TooManyFiles(stored));
+        }
         let mut paths = Vec::with_capacity(layout.file_entries().len());
         for (i, f) in layout.file_entries().iter().enumerate() {
             if f.path.is_empty() {
@@ -105,35 +183,63 @@ impl FilesStore {
                     why: UnsafeComponent::NoPath,
                 });
             }
+            let unsafe_path = |c: &str, why| FilesError::UnsafePath {
+                file: i,
+                component: shorten(c),
+                why,
+            };
             let mut p = root.clone();
             for c in &f.path {
-                check_component(c).map_err(|why| FilesError::UnsafePath {
-                    file: i,
-                    component: c.clone(),
-                    why,
-                })?;
+                check_component(c).map_err(|why| unsafe_path(c, why))?;
                 p.push(c);
+            }
+            let len = f.path.iter().map(|c| c.len() + 1).sum::<usize>();
+            if len > MAX_PATH_BYTES {
+                return Err(unsafe_path(&f.path.join("/"), UnsafeComponent::PathTooLong));
             }
             paths.push(p);
         }
+        check_clashes(&layout)?;
         let err = |p: &Path, source| FilesError::Create {
-            path: crate::root::display_path(p),
+            path: shorten(&crate::root::display_path(p)),
             source,
         };
+        fs::create_dir_all(&root).map_err(|e| err(&root, e))?;
         for (p, f) in paths.iter().zip(layout.file_entries()) {
             if f.pad {
                 continue;
             }
-            if let Some(dir) = p.parent() {
-                fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
+            // Directory by directory, never through a link already there (a hostile
+            // torrent naming `x/f` where the user has `x -> /etc`): create_dir_all would
+            // follow it.
+            let mut dir = root.clone();
+            for c in &f.path[..f.path.len() - 1] {
+                dir.push(c);
+                match fs::symlink_metadata(&dir) {
+                    Ok(m) if m.file_type().is_symlink() => {
+                        return Err(FilesError::Symlink {
+                            path: shorten(&crate::root::display_path(&dir)),
+                        });
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => match fs::create_dir(&dir) {
+                        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                            return Err(err(&dir, e));
+                        }
+                        _ => {}
+                    },
+                    Err(e) => return Err(err(&dir, e)),
+                }
             }
-            let file = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .read(true)
-                .write(true)
-                .open(p)
-                .map_err(|e| err(p, e))?;
+            let file = open_nofollow(p, true).map_err(|e| {
+                if e.raw_os_error() == Some(libc::ELOOP) {
+                    FilesError::Symlink {
+                        path: shorten(&crate::root::display_path(p)),
+                    }
+                } else {
+                    err(p, e)
+                }
+            })?;
             if file.metadata().map_err(|e| err(p, e))?.len() != f.len {
                 file.set_len(f.len).map_err(|e| err(p, e))?;
             }
@@ -176,12 +282,7 @@ impl FilesStore {
         if let Some(f) = open.get(&i) {
             return Ok(f.clone());
         }
-        let f = Arc::new(
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&self.paths[i])?,
-        );
+        let f = Arc::new(open_nofollow(&self.paths[i], false)?);
         if open.len() >= MAX_OPEN_FILES {
             // Any one: which files are hot is not known; a reopen costs one open(2).
             let k = *open.keys().next().expect("not empty");
@@ -194,6 +295,55 @@ impl FilesStore {
     fn have(&self) -> std::sync::MutexGuard<'_, Bitfield> {
         self.have.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Opens `p` to read and write, failing with `ELOOP` if it is a symbolic link (the last
+/// component: the directories above were checked when the store was created).
+fn open_nofollow(p: &Path, create: bool) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .create(create)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(p)
+}
+
+/// Refuses two stored files at one path, and a stored file whose path is a directory of
+/// another's. Pad files are never created, so they clash with nothing (BEP 47 torrents
+/// repeat `.pad/16384`).
+fn check_clashes(layout: &Layout) -> Result<(), FilesError> {
+    use std::collections::HashSet;
+    let stored = || {
+        layout
+            .file_entries()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| !f.pad)
+    };
+    let mut files: HashSet<&[String]> = HashSet::new();
+    let mut dirs: HashSet<&[String]> = HashSet::new();
+    for (i, f) in stored() {
+        if !files.insert(&f.path) {
+            return Err(FilesError::Clash {
+                file: i,
+                path: shorten(&f.path.join("/")),
+                clash: PathClash::Duplicate,
+            });
+        }
+        for k in 1..f.path.len() {
+            dirs.insert(&f.path[..k]);
+        }
+    }
+    if let Some((i, f)) = stored().find(|(_, f)| dirs.contains(&f.path[..])) {
+        return Err(FilesError::Clash {
+            file: i,
+            path: shorten(&f.path.join("/")),
+            clash: PathClash::FileAndDirectory,
+        });
+    }
+    Ok(())
 }
 
 impl PieceStore for FilesStore {
@@ -323,6 +473,51 @@ mod tests {
             );
         }
         assert!(!d.path().join("r").exists(), "nothing created");
+    }
+
+    #[test]
+    fn refuses_clashing_paths_and_links_but_not_repeated_pads() {
+        let d = tempfile::tempdir().unwrap();
+        let clash = |files| {
+            let layout = Layout::files(files, 4).unwrap();
+            match FilesStore::create(d.path().join("c"), layout) {
+                Err(FilesError::Clash { clash, .. }) => Some(clash),
+                _ => None,
+            }
+        };
+        assert_eq!(
+            clash(vec![f(&["a"], 1, false), f(&["a"], 2, false)]),
+            Some(PathClash::Duplicate)
+        );
+        assert_eq!(
+            clash(vec![f(&["a", "b"], 1, false), f(&["a"], 2, false)]),
+            Some(PathClash::FileAndDirectory)
+        );
+        // BEP 47 pads repeat their names, and are never created.
+        let pads = vec![
+            f(&["a"], 3, false),
+            f(&[".pad", "1"], 1, true),
+            f(&["b"], 3, false),
+            f(&[".pad", "1"], 1, true),
+        ];
+        assert_eq!(clash(pads), None);
+        // A link on the way, or at the file itself, is never followed.
+        let root = d.path().join("l");
+        fs::create_dir_all(root.join("real")).unwrap();
+        std::os::unix::fs::symlink(d.path(), root.join("up")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("x"), root.join("file")).unwrap();
+        for path in [&["up", "x"][..], &["file"], &["real", "..", "up"]] {
+            let layout = Layout::files(vec![f(path, 1, false)], 4).unwrap();
+            let e = FilesStore::create(&root, layout).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    FilesError::Symlink { .. } | FilesError::UnsafePath { .. }
+                ),
+                "{path:?}: {e}"
+            );
+        }
+        assert!(!d.path().join("x").exists());
     }
 }
 
