@@ -441,6 +441,7 @@ pub fn run_download(args: &DownloadArgs) -> anyhow::Result<()> {
             tie_seed: Options::random_seed(),
             stall_timeout: Some(STALL_TIMEOUT),
             ban_liars: true,
+            max_live_peers: args.max_peers,
             ..Options::default()
         };
         let progress = crate::cli::piece_progress(plan.len() as u64);

@@ -865,7 +865,13 @@ impl Conn {
         self.send_bytes(out)?;
         // Per block, at trace level only: tests count what a seed served (a piece served
         // twice to one downloader is a piece it re-fetched).
-        log::trace!("{}: sent block {}:{}+{}", self.addr, r.index, r.begin, r.length);
+        log::trace!(
+            "{}: sent block {}:{}+{}",
+            self.addr,
+            r.index,
+            r.begin,
+            r.length
+        );
         lock(&self.state).uploaded += u64::from(r.length);
         self.swarm.count_uploaded(u64::from(r.length));
         Ok(())

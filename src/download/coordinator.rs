@@ -17,17 +17,17 @@ use crate::digest::Digest;
 
 use super::msg::{Assignment, Event, Failure, PieceId};
 use super::options::{MAX_FETCHES_PER_PIECE, Options};
-use super::plan::{MAX_PEERS, PeerId, PeerInfo, Plan};
+use super::plan::{PeerId, PeerInfo, Plan};
 use super::report::{DownloadError, PeerFate, PeerReport, Report, Why, fold};
 use super::source::{AbortHandle, FetchCause, PieceRequest};
 use super::swarm::SwarmEvent;
 
 /// Most peers a download ever keeps a record of (live or dropped): a churning swarm may
 /// name endless addresses, and each record costs a have-bitfield. Joins beyond it are
-/// ignored; [`MAX_PEERS`] bounds the live ones.
+/// ignored; [`Options::max_live_peers`](super::Options::max_live_peers) bounds the live ones.
 pub const MAX_PEER_RECORDS: usize = 1024;
 
-/// Most peers kept waiting for a live slot (offered while [`MAX_PEERS`] were live): a
+/// Most peers kept waiting for a live slot (offered while the most live peers were): a
 /// tracker answers 50 peers or more at once, and when the first 32 are unreachable the
 /// rest must still be tried, not forgotten until the next announce half an hour later.
 /// As many as there may be records; an address and a label each, some 100 KB at most.
@@ -101,7 +101,7 @@ pub(super) struct Coordinator {
     in_flight: Vec<PieceId>,
     /// Peers whose worker must be started (the run loop owns the threads).
     to_start: Vec<PeerId>,
-    /// Peers offered while [`MAX_PEERS`] were live, oldest first (at most
+    /// Peers offered while the most live peers were, oldest first (at most
     /// [`MAX_WAITING`]): each joins when a live peer is dropped.
     waiting: VecDeque<(PeerInfo, Option<Bitfield>)>,
     /// Whether the live swarm is still open: a piece nobody has then waits.
@@ -114,6 +114,8 @@ pub(super) struct Coordinator {
     tie_seed: u64,
     rejoin_after: Duration,
     ban_liars: bool,
+    /// Most live peers at once ([`Options::max_live_peers`]).
+    max_live: usize,
     last_progress: Instant,
 }
 
@@ -165,6 +167,7 @@ impl Coordinator {
             tie_seed: opts.tie_seed,
             rejoin_after: opts.rejoin_after,
             ban_liars: opts.ban_liars,
+            max_live: opts.max_live_peers.clamp(1, MAX_PEER_RECORDS),
             last_progress: Instant::now(),
         };
         // A content counts as had when any of its positions verified on disk (a hash
@@ -275,7 +278,7 @@ impl Coordinator {
                 && peer
                     .dead_at
                     .is_some_and(|t| t.elapsed() >= self.rejoin_after);
-            if !rejoin || peer.started || self.live_peers() >= MAX_PEERS {
+            if !rejoin || peer.started || self.live_peers() >= self.max_live {
                 return None;
             }
             log::info!("{} rejoins", peer.report.label);
@@ -296,7 +299,7 @@ impl Coordinator {
             log::debug!("ignoring peer {info}: enough peers");
             return None;
         }
-        if self.live_peers() >= MAX_PEERS {
+        if self.live_peers() >= self.max_live {
             if self.waiting.len() < MAX_WAITING {
                 log::debug!("peer {info} waits for a live slot");
                 self.waiting.push_back((info, has));
@@ -648,7 +651,7 @@ impl Coordinator {
     /// Joins waiting peers while live slots are free (not once the download is over:
     /// they would only be started to be stopped).
     fn admit_waiting(&mut self) {
-        while !self.over() && self.live_peers() < MAX_PEERS {
+        while !self.over() && self.live_peers() < self.max_live {
             let Some((info, has)) = self.waiting.pop_front() else {
                 return;
             };

@@ -62,6 +62,11 @@ pub struct Options {
     /// [`Options::rejoin_after`]. BitTorrent bans: its pieces are checked against the
     /// .torrent, so bad ones are lies, not a file that changed on a course peer's disk.
     pub ban_liars: bool,
+    /// Most peers fetched from at once, each with its worker thread: the plan's
+    /// [`MAX_PEERS`](super::plan::MAX_PEERS) by default (what the course's FILE_INFO may
+    /// name); a live swarm may allow more (BitTorrent's `--max-peers`). Further peers
+    /// wait for a slot.
+    pub max_live_peers: usize,
     /// With a live swarm, give up when nothing has been verified and nothing is in
     /// flight for this long (`None`: wait for the protocol to close the swarm).
     pub stall_timeout: Option<Duration>,
@@ -77,6 +82,7 @@ impl Default for Options {
             tie_seed: 0,
             rejoin_after: Duration::from_secs(30),
             ban_liars: false,
+            max_live_peers: super::plan::MAX_PEERS,
             stall_timeout: None,
         }
     }

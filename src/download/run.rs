@@ -42,7 +42,8 @@ pub(super) fn run<'s, 'e: 's>(
     // buffers made, which [`Pipes::buffers`] bounds by the workers running.
     let (pool_back, pool) = unbounded::<Vec<u8>>();
     let per_peer = opts.buffers_per_peer.max(1);
-    let (verify, verify_rx) = crossbeam_channel::bounded::<VerifyJob>(MAX_PEERS * per_peer);
+    let (verify, verify_rx) =
+        crossbeam_channel::bounded::<VerifyJob>(opts.max_live_peers.max(MAX_PEERS) * per_peer);
     let mut pipes = Pipes {
         events: events_tx,
         verify,
