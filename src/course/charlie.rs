@@ -157,7 +157,6 @@ pub fn run(args: &CharlieArgs) -> anyhow::Result<()> {
     };
     let progress = crate::cli::count_progress(plan.len() as u64, "charlie");
     let opts = Options::default();
-    let hashes = chunk_hashes(&plan);
     if args.no_merge {
         let pieces = HashDirStore::new(store, &plan.digests)?;
         let result = download::download(&plan, &pieces, &connector, &opts, &progress);
@@ -181,7 +180,7 @@ pub fn run(args: &CharlieArgs) -> anyhow::Result<()> {
             // Every chunk of the plan was verified by this run (fetched ones in memory
             // before being written, resumed ones re-read from disk at the start): no
             // second hashing.
-            merge_verified_chunks(&chunks, &hashes, &dest).with_context(cannot)?
+            merge_verified_chunks(&chunks, &chunk_hashes(&plan), &dest).with_context(cannot)?
         }
     };
     log::info!(

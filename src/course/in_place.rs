@@ -70,7 +70,6 @@ pub struct InPlaceStore {
     chunks: HashDirStore,
     dir: PathBuf,
     name: String,
-    hashes: Vec<ChunkHash>,
     state: Mutex<State>,
 }
 
@@ -97,13 +96,11 @@ impl InPlaceStore {
     /// chunks `digests` (SHA-1, in file order), in `store`'s directory.
     pub fn new(store: ChunkStore, name: &str, digests: &[Digest]) -> Result<Self, NotSha1> {
         let chunks = HashDirStore::new(store, digests)?;
-        let hashes = chunks.hashes().to_vec();
-        let n = hashes.len();
+        let n = chunks.hashes().len();
         Ok(InPlaceStore {
             dir: chunks.chunk_store().dir().to_path_buf(),
             chunks,
             name: name.to_string(),
-            hashes,
             state: Mutex::new(State {
                 size: None,
                 out: None,
@@ -130,12 +127,18 @@ impl InPlaceStore {
         self.dir.join(format!("{}{PART_INFIX}{size}", self.name))
     }
 
+    /// The chunk hashes in file order (kept once, by the chunk directory: at the
+    /// protocol's 65,535 chunks a second copy would be over a megabyte).
+    fn hashes(&self) -> &[ChunkHash] {
+        self.chunks.hashes()
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn n(&self) -> usize {
-        self.hashes.len()
+        self.hashes().len()
     }
 
     fn is_last(&self, index: usize) -> bool {
@@ -246,7 +249,7 @@ impl InPlaceStore {
             let Ok(len) = range_len(file, i, size, self.n()) else {
                 continue;
             };
-            if hash_range(file, i as u64 * size, len, &mut buf)? == self.hashes[i] {
+            if hash_range(file, i as u64 * size, len, &mut buf)? == self.hashes()[i] {
                 ok.set(i);
             }
         }
@@ -291,7 +294,7 @@ impl InPlaceStore {
         // Where each content is in place already, for the positions that repeat it.
         let mut placed_at: HashMap<ChunkHash, usize> = HashMap::new();
         for i in st.placed.ones() {
-            placed_at.entry(self.hashes[i]).or_insert(i);
+            placed_at.entry(self.hashes()[i]).or_insert(i);
         }
         for i in 0..self.n() {
             if st.spilled.is_some() {
@@ -300,7 +303,7 @@ impl InPlaceStore {
             if st.placed.has(i) || st.early.as_ref().is_some_and(|(e, _)| *e == i) {
                 continue;
             }
-            let h = self.hashes[i];
+            let h = self.hashes()[i];
             if let (Some(&j), Some(size)) = (placed_at.get(&h), st.size) {
                 let out = &st.out.as_ref().expect("placed implies a file").0;
                 let len = range_len(out, j, size, self.n())?;
@@ -485,7 +488,7 @@ impl PieceStore for InPlaceStore {
             st.out = Some((file, path));
             st.placed = ok;
         } else if let Ok(file) = File::open(self.dest())
-            && let Some(&first) = self.hashes.first()
+            && let Some(&first) = self.hashes().first()
             && let Some(size) = find_size(&file, self.n(), first)?
         {
             let ok = self.verify_ranges(&file, size)?;
@@ -508,9 +511,9 @@ impl PieceStore for InPlaceStore {
         // A chunk in place vouches for every position with the same content.
         let mut in_place: std::collections::HashSet<ChunkHash> = Default::default();
         for i in st.placed.ones() {
-            in_place.insert(self.hashes[i]);
+            in_place.insert(self.hashes()[i]);
         }
-        for (i, h) in self.hashes.iter().enumerate() {
+        for (i, h) in self.hashes().iter().enumerate() {
             if in_place.contains(h) {
                 have.set(i);
             }
