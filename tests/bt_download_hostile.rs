@@ -12,7 +12,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::bt::line_starting;
 use common::random_bytes;
 use swarmlet::bt::metainfo::Metainfo;
 use swarmlet::bt::peer_wire::{
@@ -219,24 +220,6 @@ fn make_torrent(dir: &std::path::Path, name: &str, tracker: Option<&str>) -> Pat
     let o = cmd.output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     dir.join(name)
-}
-
-/// Reads the child's stdout until a line starts with `prefix` (within 30 s), then keeps
-/// draining it.
-fn line_starting(child: &mut Child, prefix: &str) -> String {
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let prefix = prefix.to_string();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { return };
-            if line.starts_with(&prefix) {
-                let _ = tx.send(line);
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(30))
-        .expect("the process never printed its address")
 }
 
 // ---- Hostile seeders ----------------------------------------------------------------

@@ -22,28 +22,13 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Proc, bin, free_port, random_bytes, require_program, threads, wait_listening};
+use common::{Proc, Rng, bin, free_port, random_bytes, require_program, threads, wait_listening};
 use swarmlet::bitfield::Bitfield;
 use swarmlet::bv::session::TrackerSession;
 
 const KILLS: usize = 20;
 /// Hang guard of a whole run (not a speed assertion).
 const LIMIT: Duration = Duration::from_secs(180);
-
-/// A deterministic xorshift generator: the same kill moments on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Proc {
     let child = cmd

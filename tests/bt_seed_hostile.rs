@@ -14,7 +14,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Cursor, Read, Write};
+use std::io::{BufReader, Cursor, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::bt::line_starting;
 use common::random_bytes;
 use swarmlet::bt::metainfo::Metainfo;
 use swarmlet::bt::peer_wire::{
@@ -294,24 +295,6 @@ impl Seed {
     }
 }
 
-/// Reads the child's stdout until a line starts with `prefix` (within 30 s), then keeps
-/// draining it (a process writing to a closed pipe would fail).
-fn line_starting(child: &mut Child, prefix: &str) -> String {
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let prefix = prefix.to_string();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { return };
-            if line.starts_with(&prefix) {
-                let _ = tx.send(line);
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(30))
-        .expect("the process never printed its address")
-}
-
 fn msg(m: &Message) -> Vec<u8> {
     m.to_bytes().unwrap()
 }
@@ -496,7 +479,14 @@ fn run_case(seed: &Seed, c: &Case) {
                 begin: 16_384,
                 length: 16_384,
             };
-            s.write_all(&msg(&Message::Request(good))).unwrap();
+            if let Err(e) = s.write_all(&msg(&Message::Request(good))) {
+                assert!(
+                    c.expect == Expect::NoBlock,
+                    "{}: the seed dropped the peer before its request: {e}",
+                    c.name
+                );
+                return;
+            }
             loop {
                 let m = match read_message(&mut s, &limits) {
                     Ok(m) => m,

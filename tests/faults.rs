@@ -14,21 +14,6 @@ use common::*;
 use swarmlet::hash::ChunkHash;
 use swarmlet::store::TEMP_PREFIX;
 
-/// A deterministic xorshift generator: the same kill moments on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// What charlie's file is made of: its chunks' hashes in order and their size.
 struct Chunks {
     hashes: Vec<ChunkHash>,

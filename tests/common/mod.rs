@@ -625,3 +625,21 @@ pub fn charlie_written(dir: &Path, chunk: u64) -> usize {
         })
         .sum()
 }
+
+/// A deterministic xorshift generator: the same kill moments on every run.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next value.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A value below `n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
