@@ -49,9 +49,14 @@ swarmlet="$here/target/release/swarmlet"
 
 work=$(mktemp -d /dev/shm/swarmlet-bt-bench.XXXXXX)
 pids=()
+# Stops a process started under GNU time: the program itself (time's child, by pid),
+# so that time reports on it, then time.
+stop_timed() {
+  kill -TERM $(ps -o pid= --ppid "$1") 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  for p in "${pids[@]}"; do stop_timed "$p"; done
   rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
@@ -113,9 +118,7 @@ for round in $(seq "$repeat"); do
     t0=$(date +%s%N)
     leech "$l" "$work/leech.time"
     t1=$(date +%s%N)
-    # The seeder itself (the child of GNU time, which then reports on it), by pid.
-    kill -TERM $(ps -o pid= --ppid "$seed_pid") 2>/dev/null || true
-    wait "$seed_pid" 2>/dev/null || true
+    stop_timed "$seed_pid"
     pids=()
     read -r lrss lu ls < "$work/leech.time"
     read -r srss su ss < <(grep -E '^[0-9]+ ' "$work/seed.time" | tail -1)
