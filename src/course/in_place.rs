@@ -27,7 +27,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io;
+use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
@@ -38,7 +38,7 @@ use crate::digest::Digest;
 use crate::hash::{ChunkHash, ChunkHasher};
 use crate::storage::PieceStore;
 use crate::storage::hash_dir::{HashDirStore, NotSha1};
-use crate::store::ChunkStore;
+use crate::store::{ChunkStore, for_each_block};
 
 /// What separates the file name from `S` in a partial file's name.
 const PART_INFIX: &str = ".part-";
@@ -363,19 +363,28 @@ fn range_len(file: &File, i: usize, size: u64, n: usize) -> io::Result<u64> {
     Ok(len)
 }
 
+/// Feeds `len` bytes of `file` from `offset` to `h` through `buf` (fewer if the file is
+/// shorter); returns how many were fed.
+fn feed(
+    h: &mut ChunkHasher,
+    file: &File,
+    offset: u64,
+    len: u64,
+    buf: &mut [u8],
+) -> io::Result<u64> {
+    // The file's own position is free to move: every other access here is positioned.
+    let mut r = file;
+    r.seek(SeekFrom::Start(offset))?;
+    for_each_block(r.take(len), buf, |block| {
+        h.update(block);
+        Ok(())
+    })
+}
+
 /// SHA-1 of `len` bytes of `file` from `offset`; a short file hashes what is there.
 fn hash_range(file: &File, offset: u64, len: u64, buf: &mut [u8]) -> io::Result<ChunkHash> {
     let mut h = ChunkHasher::new();
-    let mut done = 0u64;
-    while done < len {
-        let want = (len - done).min(buf.len() as u64) as usize;
-        let got = file.read_at(&mut buf[..want], offset + done)?;
-        if got == 0 {
-            break;
-        }
-        h.update(&buf[..got]);
-        done += got as u64;
-    }
+    feed(&mut h, file, offset, len, buf)?;
     Ok(h.finish())
 }
 
@@ -399,16 +408,10 @@ fn find_size(file: &File, n: usize, first: ChunkHash) -> io::Result<Option<u64>>
     }
     let mut h = ChunkHasher::new();
     let mut buf = vec![0u8; READ_BLOCK];
-    let mut pos = 0u64;
     // Feed everything before the smallest candidate, then one candidate at a time.
-    while pos < lo {
-        let want = (lo - pos).min(buf.len() as u64) as usize;
-        let got = file.read_at(&mut buf[..want], pos)?;
-        if got == 0 {
-            return Ok(None);
-        }
-        h.update(&buf[..got]);
-        pos += got as u64;
+    let mut pos = feed(&mut h, file, 0, lo, &mut buf)?;
+    if pos < lo {
+        return Ok(None);
     }
     while pos <= hi {
         let want = (hi + 1 - pos).min(buf.len() as u64) as usize;
