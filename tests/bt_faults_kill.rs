@@ -16,7 +16,7 @@ use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -29,20 +29,6 @@ use swarmlet::bv::session::TrackerSession;
 const KILLS: usize = 20;
 /// Hang guard of a whole run (not a speed assertion).
 const LIMIT: Duration = Duration::from_secs(180);
-
-fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Proc {
-    let child = cmd
-        .stdout(fs::File::create(log.with_extension("out")).unwrap())
-        .stderr(fs::File::create(&log).unwrap())
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    Proc {
-        name: name.into(),
-        child,
-        log,
-    }
-}
 
 /// The pieces of `path` (pieces of `piece` bytes) equal to `want`'s.
 fn verified_on_disk(path: &Path, want: &[u8], piece: usize) -> HashSet<usize> {
@@ -131,7 +117,7 @@ impl BtSwarm {
         if let Some(r) = rate {
             c.args(["--max-upload-rate", r]);
         }
-        let p = spawn("seed", c, self.path("logs/seed.log"));
+        let p = Proc::spawn("seed", c, self.path("logs/seed.log"));
         wait_listening(format!("127.0.0.1:{port}").parse().unwrap());
         (p, SocketAddr::from(([127, 0, 0, 1], port)))
     }
@@ -142,7 +128,7 @@ impl BtSwarm {
             .arg("--dir")
             .arg(self.path("dl"))
             .args(["--listen", "127.0.0.1:0", "--peer", &seed.to_string()]);
-        spawn(
+        Proc::spawn(
             "download",
             c,
             self.path(&format!("logs/download-{run}.log")),
@@ -289,7 +275,7 @@ fn bvtorrent_client_killed_20_times_ends_correct_without_refetching() {
         &CHUNK.to_string(),
     ])
     .arg(&file);
-    let _tracker = spawn("tracker", c, dir.path().join("logs/tracker.log"));
+    let _tracker = Proc::spawn("tracker", c, dir.path().join("logs/tracker.log"));
     let tracker = SocketAddr::from(([127, 0, 0, 1], port));
     wait_listening(format!("127.0.0.1:{port}").parse().unwrap());
     // The only holder, 25 ms a chunk: 256 chunks take several seconds.
@@ -308,7 +294,7 @@ fn bvtorrent_client_killed_20_times_ends_correct_without_refetching() {
         if done {
             c.arg("--exit-when-done");
         }
-        spawn("client", c, dir.path().join(format!("logs/client-{k}.log")))
+        Proc::spawn("client", c, dir.path().join(format!("logs/client-{k}.log")))
     };
     let target = dir.path().join("dl/data.bin");
     let mut rng = Rng(0x005e_edb0_2026);
@@ -481,14 +467,14 @@ fn bvtorrent_client_on_a_full_disk_is_a_clear_error_and_the_next_run_finishes() 
         &CHUNK.to_string(),
     ])
     .arg(dir.path().join("tracker/data.bin"));
-    let _tracker = spawn("tracker", c, dir.path().join("tracker.log"));
+    let _tracker = Proc::spawn("tracker", c, dir.path().join("tracker.log"));
     wait_listening(format!("127.0.0.1:{port}").parse().unwrap());
     let tracker = format!("127.0.0.1:{port}");
     let mut c = Command::new(bin("bvtorrent-client"));
     c.arg("--dir")
         .arg(dir.path().join("seed"))
         .args(["--listen", "127.0.0.1:0", &tracker]);
-    let _seed = spawn("seed", c, dir.path().join("seed.log"));
+    let _seed = Proc::spawn("seed", c, dir.path().join("seed.log"));
     let out = tempfile::tempdir().unwrap();
     let cmd: Vec<OsString> = vec![
         bin("bvtorrent-client").into(),

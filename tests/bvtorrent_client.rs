@@ -4,10 +4,9 @@
 //! SIGINT. Files are compared byte for byte.
 mod common;
 
-use std::fs::File;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Proc, bin, free_port, random_bytes, require_program};
@@ -33,20 +32,6 @@ enum Tracker {
     Reference,
 }
 
-fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Proc {
-    let child = cmd
-        .stdout(File::create(log.with_extension("out")).unwrap())
-        .stderr(File::create(&log).unwrap())
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    Proc {
-        name: name.into(),
-        child,
-        log,
-    }
-}
-
 fn start_tracker(kind: Tracker, file: &Path, logs: &Path) -> (Proc, SocketAddr) {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
@@ -68,7 +53,7 @@ fn start_tracker(kind: Tracker, file: &Path, logs: &Path) -> (Proc, SocketAddr) 
             c
         }
     };
-    let p = spawn("tracker", cmd, logs.join("tracker.log"));
+    let p = Proc::spawn("tracker", cmd, logs.join("tracker.log"));
     let end = Instant::now() + Duration::from_secs(30);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < end, "tracker never listened");
@@ -87,7 +72,7 @@ fn ours(label: &str, tracker: SocketAddr, dir: &Path, logs: &Path, done: bool) -
     if done {
         c.arg("--exit-when-done");
     }
-    spawn(label, c, logs.join(format!("{label}.log")))
+    Proc::spawn(label, c, logs.join(format!("{label}.log")))
 }
 
 fn theirs(label: &str, tracker: SocketAddr, dir: &Path, logs: &Path, extra: &[&str]) -> Proc {
@@ -99,7 +84,7 @@ fn theirs(label: &str, tracker: SocketAddr, dir: &Path, logs: &Path, extra: &[&s
         .arg(dir)
         .args(["--listen", "127.0.0.1:0"])
         .args(extra);
-    spawn(label, c, logs.join(format!("{label}.log")))
+    Proc::spawn(label, c, logs.join(format!("{label}.log")))
 }
 
 /// A member that only watches: registered with port 0 and an empty mask (so every list
@@ -585,7 +570,7 @@ fn outgoing_connections_are_not_bound_to_the_listen_address() {
         .arg(s.sub("other"))
         .args(["--listen", "127.0.0.2:0", "--exit-when-done"])
         .arg(addr.to_string());
-    let mut leech = spawn("other", c, s.logs().join("other.log"));
+    let mut leech = Proc::spawn("other", c, s.logs().join("other.log"));
     wait_exit(&mut leech);
     s.assert_has("other");
     let asked = asked.lock().unwrap().clone();

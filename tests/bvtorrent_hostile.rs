@@ -6,11 +6,10 @@
 //! the tracker's and the seed's threads and resident memory are measured.
 mod common;
 
-use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
@@ -23,20 +22,6 @@ use swarmlet::bv::session::{Holder, TrackerSession};
 const CHUNK: u64 = 65_536;
 /// Hang guard for a whole download or a wait (not a speed assertion).
 const LIMIT: Duration = Duration::from_secs(120);
-
-fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Proc {
-    let child = cmd
-        .stdout(File::create(log.with_extension("out")).unwrap())
-        .stderr(File::create(&log).unwrap())
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    Proc {
-        name: name.into(),
-        child,
-        log,
-    }
-}
 
 struct Swarm {
     dir: tempfile::TempDir,
@@ -78,7 +63,7 @@ impl Swarm {
         ])
         .arg(self.sub("tracker").join(NAME))
         .env("RUST_LOG", "warn");
-        let p = spawn("tracker", c, self.logs().join("tracker.log"));
+        let p = Proc::spawn("tracker", c, self.logs().join("tracker.log"));
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let end = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(addr).is_err() {
@@ -97,7 +82,7 @@ impl Swarm {
         if exit_when_done {
             c.arg("--exit-when-done");
         }
-        spawn(label, c, self.logs().join(format!("{label}.log")))
+        Proc::spawn(label, c, self.logs().join(format!("{label}.log")))
     }
     /// An honest leecher downloads the whole file: it exits 0 and the bytes are equal.
     fn honest_download(&self, label: &str, tracker: SocketAddr) -> String {
@@ -591,7 +576,7 @@ fn a_client_list_of_200_mb_costs_the_client_at_most_its_mask_budget() {
         .arg(dir.path())
         .args(["--listen", "127.0.0.1:0"])
         .arg(tracker.to_string());
-    let client = spawn("client", c, dir.path().join("client.log"));
+    let client = Proc::spawn("client", c, dir.path().join("client.log"));
     let (s, _) = l.accept().unwrap();
     s.set_read_timeout(Some(LIMIT)).unwrap();
     let mut w = &s;
@@ -671,7 +656,7 @@ fn members_that_ask_for_lists_and_never_read_them() {
     ])
     .arg(dir.path().join("tracker/f"))
     .env("RUST_LOG", "error");
-    let tracker = spawn("tracker", c, dir.path().join("tracker.log"));
+    let tracker = Proc::spawn("tracker", c, dir.path().join("tracker.log"));
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     common::wait_listening(format!("127.0.0.1:{port}").parse().unwrap());
     let base = threads(tracker.pid());
@@ -725,7 +710,7 @@ fn members_that_ask_for_lists_and_never_read_them() {
         if done {
             c.arg("--exit-when-done");
         }
-        spawn(d, c, dir.path().join(format!("{d}.log")))
+        Proc::spawn(d, c, dir.path().join(format!("{d}.log")))
     };
     let _seed = client("seed", false);
     let mut leech = client("leech", true);

@@ -72,6 +72,22 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Starts `cmd` as `name`: stderr into `log`, stdout beside it (`log` with the
+    /// extension `out`), no stdin.
+    pub fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Proc {
+        let child = cmd
+            .stdout(fs::File::create(log.with_extension("out")).unwrap())
+            .stderr(fs::File::create(&log).unwrap())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        Proc {
+            name: name.into(),
+            child,
+            log,
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
