@@ -25,7 +25,8 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 
 # Every Debian package the tests need: "package:program" and which tests need it. A
-# package counts as installed when its program is on PATH (python3-libtorrent: when
+# package counts as installed when its program is on PATH, or at the absolute path given
+# (GNU time: `time` alone is also a shell keyword; python3-libtorrent: when
 # Debian's /usr/bin/python3 imports libtorrent, checked below). Add new ones here.
 packages=(
   "iproute2:ip"                        # step3, lab, faults: network namespaces (ip), tc
@@ -42,7 +43,7 @@ packages=(
   "aria2:aria2c"                       # BitTorrent interop: aria2
   "opentracker:opentracker"            # BitTorrent tests: a third-party tracker
   "iperf3:iperf3"                      # bench_tools: the loopback ceiling (also scripts/bench.sh)
-  "time:time"                          # bt_torrent_hostile: peak RSS of each process (GNU time)
+  "time:/usr/bin/time"                 # bt_torrent_hostile: peak RSS of each process (GNU time)
   "python3-libtorrent:"                # BitTorrent interop: libtorrent (Debian python)
 )
 
