@@ -7,6 +7,7 @@ pub mod choker;
 pub mod cli;
 pub mod conn;
 pub mod create;
+pub mod daemon;
 pub mod fetch;
 pub mod metainfo;
 pub mod peer_wire;
