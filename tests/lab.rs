@@ -229,18 +229,12 @@ fn lab_bt_four_peers_two_torrents_one_cut_off_and_restarted() {
             "no {role} at {ip}:\n{text}"
         );
     }
-    assert!(
-        text.contains("cut peer3 off the LAN and killed it"),
-        "{text}"
-    );
+    assert!(text.contains("cut peer3 off the LAN and killed it"), "{text}");
     assert!(
         text.contains("== 2 downloading peers hold both files, identical"),
         "{text}"
     );
-    assert!(
-        text.contains("peer3 done from its resume records"),
-        "{text}"
-    );
+    assert!(text.contains("peer3 done from its resume records"), "{text}");
     assert!(
         text.contains("2 torrents identical on 4 hosts, every peer stopped cleanly"),
         "{text}"
