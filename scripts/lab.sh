@@ -5,9 +5,7 @@ set -euo pipefail
 usage() {
   cat <<'USAGE'
 Usage: scripts/lab.sh [options]
-  --bt               the BitTorrent lab instead of the course one (below)
-  --peers N          peers on the LAN: alice, bob, then peer3..peerN (default 2;
-                     with --bt: peer1..peerN, default 4)
+  --peers N          peers on the LAN: alice, bob, then peer3..peerN (default 2)
   --size BYTES       size of the random file (default 8 MiB + 12345)
   --chunk-size BYTES chunk size (default 524288)
   --steps LIST       charlie steps to run, comma-separated (default 1,2,3)
@@ -24,9 +22,7 @@ Usage: scripts/lab.sh [options]
                      cable) during the last step, once charlie holds --cut-after
                      chunks; every chunk is then put on every peer so the others can
                      finish the download
-  --cut-after N      chunks charlie must hold before the cut (default: a quarter);
-                     with --bt: KiB the cut peer must hold (default: a quarter of its
-                     download)
+  --cut-after N      chunks charlie must hold before the cut (default: a quarter)
   --timeout-ms MS    charlie's --timeout-ms: how soon a silent peer is given up
                      (default 2000, so that a cut peer is noticed quickly)
   --bin DIR          use the binaries in DIR instead of building them (release)
@@ -46,22 +42,10 @@ namespaces, runs charlie steps 1, 2 and 3 (step 3 finds the tracker by broadcast
 255.255.255.255:9000 on the lab LAN, with no configuration file), checks the file
 after each, and removes everything it created on exit (trap), also on failure or
 Ctrl-C.
-
-The BitTorrent lab (--bt): one `swarmlet peer` per host, peer1..peerN on 10.41.7.11...,
-two torrents at once (two random files of --size bytes and --size + 4321 bytes) whose
-announce URL is peer1's built-in tracker (http://10.41.7.11:6881/announce). peer1 holds
-the data of both and is the only seeder; the others start empty and learn each other
-from peer1's tracker. With --cut NAME, NAME is cut off the LAN once it holds --cut-after
-KiB and killed with SIGKILL, like a host losing power; once every other peer is done it
-is plugged back in and restarted, and must finish from its resume records. --loss,
---rate and --delay shape the LAN as in the course lab (with --cut and no --rate, every
-uplink is held to 40 Mbit/s so that the cut lands mid-download). Every file must end
-identical on every peer, and every peer must stop on SIGTERM with exit code 0.
 USAGE
 }
 
-bt=0
-peers=
+peers=2
 size=$((8 * 1024 * 1024 + 12345))
 chunk=524288
 steps=1,2,3
@@ -75,7 +59,6 @@ bindir=
 keep=0
 while [ $# -gt 0 ]; do
   case "$1" in
-    --bt) bt=1; shift ;;
     --peers) peers=$2; shift 2 ;;
     --size) size=$2; shift 2 ;;
     --chunk-size) chunk=$2; shift 2 ;;
@@ -95,7 +78,6 @@ done
 
 die() { echo "lab.sh: $*" >&2; exit 1; }
 is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
-if [ -z "$peers" ]; then if [ "$bt" = 1 ]; then peers=4; else peers=2; fi; fi
 is_uint "$peers" && [ "$peers" -ge 2 ] && [ "$peers" -le 50 ] || die "--peers must be 2..50"
 is_uint "$loss" && [ "$loss" -le 100 ] || die "--loss must be an integer percentage 0..100"
 if [ -n "$rate" ]; then is_uint "$rate" && [ "$rate" -ge 1 ] || die "--rate must be a whole number of Mbit/s"; fi
@@ -118,8 +100,7 @@ if [ -z "$bindir" ]; then
   bindir="$here/target/release"
 fi
 bindir=$(cd "$bindir" && pwd)
-if [ "$bt" = 1 ]; then binaries=(swarmlet); else binaries=(alice bob peer tracker charlie create_chunks check_file); fi
-for b in "${binaries[@]}"; do
+for b in alice bob peer tracker charlie create_chunks check_file; do
   [ -x "$bindir/$b" ] || die "no $b binary in $bindir"
 done
 
@@ -127,22 +108,15 @@ done
 prefix="swl$$"
 subnet=10.41.7
 sw="$prefix-sw"
+roles=(tracker alice bob)
+for i in $(seq 3 "$peers"); do roles+=("peer$i"); done
+roles+=(charlie)
 declare -A ip
-if [ "$bt" = 1 ]; then
-  roles=()
-  for i in $(seq 1 "$peers"); do roles+=("peer$i"); ip[peer$i]=$subnet.$((10 + i)); done
-  if [ -n "$cut" ] && [ "$cut" = peer1 ]; then die "--cut peer1: peer1 is the only seeder and the tracker"; fi
-  if [ -n "$cut" ] && [ -z "$rate" ]; then rate=40; fi
-else
-  roles=(tracker alice bob)
-  for i in $(seq 3 "$peers"); do roles+=("peer$i"); done
-  roles+=(charlie)
-  ip[tracker]=$subnet.1
-  ip[charlie]=$subnet.100
-  ip[alice]=$subnet.11
-  ip[bob]=$subnet.12
-  for i in $(seq 3 "$peers"); do ip[peer$i]=$subnet.$((10 + i)); done
-fi
+ip[tracker]=$subnet.1
+ip[charlie]=$subnet.100
+ip[alice]=$subnet.11
+ip[bob]=$subnet.12
+for i in $(seq 3 "$peers"); do ip[peer$i]=$subnet.$((10 + i)); done
 peer_names=(); for r in "${roles[@]}"; do case $r in tracker|charlie) ;; *) peer_names+=("$r") ;; esac; done
 if [ -n "$cut" ]; then
   printf '%s\n' "${peer_names[@]}" | grep -qx -- "$cut" || die "--cut $cut: not a peer of this lab (${peer_names[*]})"
@@ -222,13 +196,6 @@ if [ -n "$rate" ]; then
     tc -n "$(ns "$r")" qdisc add dev eth0 root tbf rate "${rate}mbit" burst 64kb latency 100ms
   done
   echo "   each peer's uplink limited to $rate Mbit/s (tbf)"
-fi
-
-if [ "$bt" = 1 ]; then
-  # shellcheck source=scripts/lab_bt.sh
-  . "$here/scripts/lab_bt.sh"
-  bt_lab
-  exit 0
 fi
 
 # The course root, shared by the roles' programs through the filesystem.
